@@ -1,0 +1,51 @@
+# cdef API of the WebSocket frame codec, for other Cython modules. See _codec.pyx.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "mask.h":
+    void asgiws_mask(uint8_t *dst, const uint8_t *src, size_t length, const uint8_t *key,
+                     size_t offset) nogil
+    const char *asgiws_mask_init() nogil
+
+cdef extern from "utf8.h":
+    uint32_t ASGIWS_UTF8_ACCEPT
+    uint32_t ASGIWS_UTF8_REJECT
+    uint32_t asgiws_utf8_feed(uint32_t state, const uint8_t *s, size_t length) nogil
+
+
+cdef enum ParserState:
+    # Where the parser is in the stream: between frames, or stopped for good.
+    PARSE_FRAMES = 0
+    PARSE_STOPPED = 1       # after a Close frame or a protocol error
+
+
+cdef class Frame:
+    cdef readonly bint fin
+    cdef readonly bint rsv1
+    cdef readonly int opcode
+    cdef readonly object payload
+
+
+cdef class FrameParser:
+    cdef:
+        uint8_t *buf
+        Py_ssize_t capacity_
+        Py_ssize_t start        # first unparsed byte
+        Py_ssize_t end          # one past the last received byte
+        Py_ssize_t initial_size
+        Py_ssize_t pending      # size of the frame we are waiting on, 0 if unknown
+        ParserState state
+        bint is_server
+        public bint rsv1_allowed
+        public Py_ssize_t max_size
+        # The message being received (fragmentation, RFC 6455 §5.4).
+        int message_opcode      # 0: no message open
+        bint message_compressed
+        Py_ssize_t message_size
+        uint32_t utf8_state
+        public object error
+
+    cdef list _parse(self)
+    cdef int _fail(self, int code, str reason) except -1
+    cdef void _compact(self)
+    cdef int _reserve(self, Py_ssize_t free) except -1

@@ -1,0 +1,139 @@
+"""Type stubs for the C/Cython WebSocket frame codec (asgiws/_codec.pyx).
+
+The codec is sans-I/O: no sockets, no asyncio. It owns a receive buffer, parses RFC 6455 frames
+out of it by offsets, unmasks each payload once into the object the caller needs, and reports every
+protocol violation as a close code.
+"""
+
+from typing import Optional, Union
+
+# Opcodes (RFC 6455 §5.2)
+OP_CONTINUATION: int  # 0x0
+OP_TEXT: int  # 0x1
+OP_BINARY: int  # 0x2
+OP_CLOSE: int  # 0x8
+OP_PING: int  # 0x9
+OP_PONG: int  # 0xA
+
+# Close codes used by the codec (RFC 6455 §7.4.1)
+CLOSE_NORMAL: int  # 1000
+CLOSE_PROTOCOL_ERROR: int  # 1002
+CLOSE_INVALID_PAYLOAD: int  # 1007 (invalid UTF-8)
+CLOSE_MESSAGE_TOO_BIG: int  # 1009
+
+class ProtocolError(Exception):
+    """An RFC 6455 violation; `code` is the close code to send, `reason` a short text."""
+
+    code: int
+    reason: str
+    def __init__(self, code: int, reason: str) -> None: ...
+
+class Frame:
+    """One parsed frame. `payload` is:
+    - `str` for a complete (FIN, not fragmented) uncompressed text frame: decoded once, which
+      validated it;
+    - `bytes` for everything else (binary, control frames, fragments of a text message, and frames
+      of a compressed message, which the caller inflates).
+    """
+
+    fin: bool
+    rsv1: bool
+    opcode: int
+    payload: Union[bytes, str]
+
+class FrameParser:
+    """Incremental frame parser over a receive buffer it owns.
+
+    Use from `asyncio.BufferedProtocol`:
+        get_buffer(sizehint) -> parser.get_buffer(sizehint)
+        buffer_updated(n)    -> frames = parser.feed(n); then check parser.error
+
+    `feed` parses every complete frame in the buffer and returns them in order. On a violation it
+    stops, returns the frames parsed before it, and sets `error`; every later `feed` returns [].
+
+    Message-level rules are enforced here too: a continuation with no message open, a new data
+    frame while a message is open (1002); a frame or a message (sum of its fragments' payloads)
+    over `max_size` (1009, raised from the header, before the payload is buffered or allocated);
+    uncompressed fragmented text is validated incrementally, so invalid UTF-8 fails (1007) on the
+    fragment that carries it. A message whose first frame has RSV1 (`rsv1_allowed`, i.e.
+    permessage-deflate negotiated) is "compressed": its payloads are returned raw as `bytes` and
+    the caller inflates and validates them.
+    """
+
+    error: Optional[ProtocolError]
+    max_size: int
+    rsv1_allowed: bool
+    def __init__(
+        self,
+        *,
+        is_server: bool = True,
+        max_size: int = 16 * 1024 * 1024,
+        rsv1_allowed: bool = False,
+        initial_size: int = 64 * 1024,
+    ) -> None: ...
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable view of the free space at the end of the receive buffer (never empty)."""
+    def feed(self, nbytes: int) -> list[Frame]:
+        """`nbytes` were written into the last buffer handed out: parse all complete frames."""
+    def feed_data(self, data: bytes) -> list[Frame]:
+        """Copy `data` into the buffer and parse (for bytes that arrive outside get_buffer, e.g.
+        bytes after the HTTP upgrade head, and for tests)."""
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet parsed (a partial frame)."""
+    @property
+    def capacity(self) -> int:
+        """Current size of the owned receive buffer."""
+
+def build_frame(
+    opcode: int,
+    payload: Union[bytes, bytearray, memoryview, str],
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: Optional[bytes] = None,
+) -> bytes:
+    """Header and payload in one `bytes` (one copy of the payload). `str` is encoded as UTF-8.
+    `mask` (4 bytes) makes a client frame: MASK bit set and payload masked."""
+
+def build_header(
+    opcode: int,
+    length: int,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: Optional[bytes] = None,
+) -> bytes:
+    """Only the header (2, 4 or 10 bytes, +4 with a mask), for `writelines([header, payload])`."""
+
+def build_close_payload(code: int = 1000, reason: str = "") -> bytes:
+    """Close frame payload: 2-byte code + UTF-8 reason; b"" for code 1005 (no status)."""
+
+def parse_close_payload(payload: bytes) -> tuple[int, str]:
+    """(code, reason) from a close payload; (1005, "") for an empty one. Raises ProtocolError
+    1002 for a 1-byte payload or an invalid code (§7.4), 1007 for a non-UTF-8 reason."""
+
+def is_valid_close_code(code: int) -> bool:
+    """May this code appear in a Close frame on the wire (RFC 6455 §7.4.1/§7.4.2)?"""
+
+def mask(data: Union[bytes, bytearray, memoryview], key: bytes, offset: int = 0) -> bytes:
+    """XOR `data` with the 4-byte `key`, starting at key position `offset % 4`; out of place."""
+
+def mask_inplace(data: Union[bytearray, memoryview], key: bytes, offset: int = 0) -> None:
+    """XOR a writable buffer in place."""
+
+def mask_impl() -> str:
+    """The masking kernel chosen at run time: "avx2", "sse2", "neon" or "scalar"."""
+
+def utf8_valid(data: Union[bytes, bytearray, memoryview]) -> bool:
+    """Exactly what `data.decode("utf-8")` (strict) accepts."""
+
+class Utf8Validator:
+    """Incremental UTF-8 validation whose state carries across chunks."""
+
+    def __init__(self) -> None: ...
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> bool:
+        """False as soon as the bytes so far cannot be a prefix of valid UTF-8."""
+    def final(self) -> bool:
+        """True if the bytes fed so far are complete, valid UTF-8 (no sequence cut off)."""
+    def reset(self) -> None: ...

@@ -1,0 +1,564 @@
+# cython: language_level=3
+"""The WebSocket frame codec (RFC 6455 §5): the hot path of asgiws.
+
+Sans-I/O. `FrameParser` owns the receive buffer an `asyncio.BufferedProtocol` reads into, parses
+every complete frame in it by offsets after each read, and hands out each payload unmasked and
+copied once into the object the caller needs. Every protocol violation becomes a close code on
+`FrameParser.error`. The builders write server (unmasked) and client (masked) frames.
+
+The byte-level kernels (XOR masking, UTF-8 validation) are plain C in csrc/.
+`asgiws/_reference.py` is the pure-Python reference the tests compare this module with.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove
+
+
+cdef extern from "Python.h":
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
+    int PyBUF_WRITE
+
+
+# Opcodes (RFC 6455 §5.2).
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+# Close codes the codec reports (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_NO_STATUS = 1005
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+cdef enum:
+    _CONTINUATION = 0x0
+    _TEXT = 0x1
+    _BINARY = 0x2
+    _CLOSE = 0x8
+    _PING = 0x9
+    _PONG = 0xA
+    _MAX_CONTROL_PAYLOAD = 125     # RFC 6455 §5.5
+    # Free space get_buffer() guarantees at least: a read of this size per recv() call.
+    _MIN_FREE = 8192
+
+_MASK_IMPL = asgiws_mask_init().decode("ascii")
+asgiws_utf8_feed(ASGIWS_UTF8_ACCEPT, NULL, 0)  # builds the UTF-8 tables at import
+
+
+class ProtocolError(Exception):
+    """An RFC 6455 violation; `code` is the close code to send, `reason` a short text."""
+
+    def __init__(self, int code, str reason):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self):
+        return f"{self.code} {self.reason}"
+
+
+cdef inline bint _is_valid_close_code(int code):
+    # RFC 6455 §7.4.1 plus the IANA registry (1012-1014); 1004-1006 and 1015 are reserved and
+    # never sent on the wire; 3000-4999 belong to libraries and applications (§7.4.2).
+    return (1000 <= code <= 1003) or (1007 <= code <= 1014) or (3000 <= code <= 4999)
+
+
+def is_valid_close_code(int code):
+    """May this code appear in a Close frame on the wire (RFC 6455 §7.4.1/§7.4.2)?"""
+    return _is_valid_close_code(code)
+
+
+@cython.freelist(64)
+cdef class Frame:
+    """One parsed frame; see _codec.pyi for what `payload` is."""
+
+    def __repr__(self):
+        return (f"Frame(fin={self.fin}, rsv1={self.rsv1}, opcode={self.opcode}, "
+                f"payload={self.payload!r:.60})")
+
+
+cdef class FrameParser:
+    """Incremental frame parser over a receive buffer it owns. See _codec.pyi."""
+
+    def __cinit__(self, *, bint is_server=True, Py_ssize_t max_size=16 * 1024 * 1024,
+                  bint rsv1_allowed=False, Py_ssize_t initial_size=16 * 1024):
+        if initial_size < _MIN_FREE:
+            initial_size = _MIN_FREE
+        self.buf = <uint8_t *>PyMem_Malloc(initial_size)
+        if self.buf == NULL:
+            raise MemoryError()
+        self.capacity_ = initial_size
+        self.initial_size = initial_size
+        self.start = 0
+        self.end = 0
+        self.pending = 0
+        self.state = PARSE_FRAMES
+        self.is_server = is_server
+        self.rsv1_allowed = rsv1_allowed
+        self.max_size = max_size
+        self.message_opcode = 0
+        self.message_compressed = False
+        self.message_size = 0
+        self.utf8_state = ASGIWS_UTF8_ACCEPT
+        self.error = None
+
+    def __dealloc__(self):
+        PyMem_Free(self.buf)
+
+    @property
+    def buffered(self):
+        """Bytes received but not yet parsed (a partial frame)."""
+        return self.end - self.start
+
+    @property
+    def capacity(self):
+        """Current size of the owned receive buffer."""
+        return self.capacity_
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """A writable view of the free space at the end of the buffer, valid until the next
+        get_buffer()/feed() call. Grows the buffer to hold a frame whose header said it is
+        large, so the rest of it arrives in as few reads as the socket allows."""
+        cdef Py_ssize_t want = _MIN_FREE
+        cdef Py_ssize_t missing
+        if self.pending > 0:
+            missing = self.pending - (self.end - self.start)
+            if missing > want:
+                want = missing
+        self._reserve(want)
+        return PyMemoryView_FromMemory(<char *>self.buf + self.end, self.capacity_ - self.end,
+                                       PyBUF_WRITE)
+
+    def feed(self, Py_ssize_t nbytes):
+        """`nbytes` were written into the last buffer handed out: parse every complete frame."""
+        if nbytes < 0 or nbytes > self.capacity_ - self.end:
+            raise ValueError("nbytes out of range of the buffer handed out")
+        self.end += nbytes
+        cdef list frames = self._parse()
+        self._compact()
+        return frames
+
+    def feed_data(self, data):
+        """Copy `data` into the buffer and parse (bytes that arrived outside get_buffer)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._reserve(view.len)
+            memcpy(self.buf + self.end, view.buf, view.len)  # copy: outside the recv path
+        finally:
+            PyBuffer_Release(&view)
+        return self.feed(view.len)
+
+    cdef int _reserve(self, Py_ssize_t free) except -1:
+        cdef Py_ssize_t new_capacity
+        cdef uint8_t *new_buf
+        if self.capacity_ - self.end >= free:
+            return 0
+        if self.start > 0:
+            self._compact()
+            if self.capacity_ - self.end >= free:
+                return 0
+        new_capacity = self.capacity_ * 2
+        if new_capacity < self.end + free:
+            new_capacity = self.end + free
+        new_buf = <uint8_t *>PyMem_Realloc(self.buf, new_capacity)
+        if new_buf == NULL:
+            raise MemoryError()
+        self.buf = new_buf
+        self.capacity_ = new_capacity
+        return 0
+
+    cdef void _compact(self):
+        # Once per read: move the partial frame left by this read to the front. A large frame
+        # that arrives over many reads is moved at most once, since start stays 0 until it is
+        # complete. An empty buffer that grew for a burst shrinks back.
+        cdef uint8_t *new_buf
+        if self.start == self.end:
+            self.start = 0
+            self.end = 0
+            if self.capacity_ > self.initial_size:
+                new_buf = <uint8_t *>PyMem_Realloc(self.buf, self.initial_size)
+                if new_buf != NULL:
+                    self.buf = new_buf
+                    self.capacity_ = self.initial_size
+        elif self.start > 0:
+            memmove(self.buf, self.buf + self.start, self.end - self.start)
+            self.end -= self.start
+            self.start = 0
+
+    cdef int _fail(self, int code, str reason) except -1:
+        self.error = ProtocolError(code, reason)
+        self.state = PARSE_STOPPED
+        self.pending = 0
+        return 0
+
+    cdef list _parse(self):
+        """Parse every complete frame in buf[start:end].
+
+        Allocations per frame: the Frame object (freelist) and its payload; nothing else.
+        Copies per frame: masked binary/control/fragment payloads are unmasked while copied
+        once, buffer -> bytes; a complete text frame is unmasked in place, then decoded once,
+        buffer -> str, which validates it."""
+        cdef list frames = []
+        cdef uint8_t *p
+        cdef uint8_t *payload_ptr
+        cdef uint8_t *key
+        cdef Py_ssize_t avail, header_len
+        cdef uint64_t length
+        cdef int opcode, close_code
+        cdef bint fin, rsv1, masked, compressed
+        cdef object payload
+        cdef Frame frame
+
+        while self.state == PARSE_FRAMES:
+            avail = self.end - self.start
+            if avail < 2:
+                break
+            p = self.buf + self.start
+            fin = (p[0] & 0x80) != 0
+            rsv1 = (p[0] & 0x40) != 0
+            opcode = p[0] & 0x0F
+            masked = (p[1] & 0x80) != 0
+            length = p[1] & 0x7F
+
+            # Checks in header order, each as soon as its bits have arrived.
+            if p[0] & 0x30:
+                self._fail(CLOSE_PROTOCOL_ERROR, "RSV2/RSV3 set without a negotiated extension")
+                break
+            if opcode >= 0x8:
+                if opcode > _PONG:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "reserved control opcode")
+                    break
+                if not fin:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "fragmented control frame")
+                    break
+                if rsv1:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "RSV1 set on a control frame")
+                    break
+                if length > _MAX_CONTROL_PAYLOAD:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes")
+                    break
+            else:
+                if opcode > _BINARY:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "reserved data opcode")
+                    break
+                if rsv1 and not self.rsv1_allowed:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "RSV1 set without a negotiated extension")
+                    break
+                if opcode == _CONTINUATION:
+                    if self.message_opcode == 0:
+                        self._fail(CLOSE_PROTOCOL_ERROR, "continuation frame with no message open")
+                        break
+                    if rsv1:
+                        # permessage-deflate sets RSV1 on a message's first frame only (RFC 7692 §6).
+                        self._fail(CLOSE_PROTOCOL_ERROR, "RSV1 set on a continuation frame")
+                        break
+                elif self.message_opcode != 0:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "new data frame while a message is open")
+                    break
+            if masked != self.is_server:
+                self._fail(CLOSE_PROTOCOL_ERROR,
+                           "unmasked client frame" if self.is_server else "masked server frame")
+                break
+
+            header_len = 2
+            if length == 126:
+                if avail < 4:
+                    break
+                length = (<uint64_t>p[2] << 8) | p[3]
+                header_len = 4
+            elif length == 127:
+                if avail < 10:
+                    break
+                length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40) |
+                          (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16) |
+                          (<uint64_t>p[8] << 8) | <uint64_t>p[9])
+                if length >> 63:
+                    self._fail(CLOSE_PROTOCOL_ERROR, "64-bit payload length with the top bit set")
+                    break
+                header_len = 10
+            # 1009 from the header alone: nothing of this payload is buffered or allocated.
+            if length > <uint64_t>self.max_size or (
+                    opcode < 0x8 and <uint64_t>self.message_size + length > <uint64_t>self.max_size):
+                self._fail(CLOSE_MESSAGE_TOO_BIG, "message over the maximum size")
+                break
+            if masked:
+                header_len += 4
+            if <uint64_t>avail < <uint64_t>header_len + length:
+                self.pending = header_len + <Py_ssize_t>length
+                break
+            self.pending = 0
+
+            payload_ptr = p + header_len
+            key = payload_ptr - 4
+            compressed = rsv1 or (opcode == _CONTINUATION and self.message_compressed)
+            if opcode == _TEXT and fin and not compressed:
+                # A whole text message: unmask in place, decode once (which validates).
+                if masked:
+                    asgiws_mask(payload_ptr, payload_ptr, <size_t>length, key, 0)
+                try:
+                    payload = PyUnicode_DecodeUTF8(<char *>payload_ptr, <Py_ssize_t>length, NULL)
+                except UnicodeDecodeError:
+                    self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
+                    break
+            else:
+                payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
+                if masked:
+                    asgiws_mask(<uint8_t *>PyBytes_AS_STRING(payload), payload_ptr,
+                                <size_t>length, key, 0)
+                else:
+                    memcpy(PyBytes_AS_STRING(payload), payload_ptr, <size_t>length)
+
+            if opcode < 0x8:
+                if opcode != _CONTINUATION:
+                    self.message_opcode = opcode
+                    self.message_compressed = rsv1
+                    self.message_size = 0
+                    self.utf8_state = ASGIWS_UTF8_ACCEPT
+                self.message_size += <Py_ssize_t>length
+                if self.message_opcode == _TEXT and not self.message_compressed and not (
+                        opcode == _TEXT and fin):
+                    # A fragment of a text message: fail on the fragment that carries bad bytes.
+                    self.utf8_state = asgiws_utf8_feed(
+                        self.utf8_state, <uint8_t *>PyBytes_AS_STRING(payload), <size_t>length)
+                    if self.utf8_state == ASGIWS_UTF8_REJECT or (
+                            fin and self.utf8_state != ASGIWS_UTF8_ACCEPT):
+                        self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
+                        break
+                if fin:
+                    self.message_opcode = 0
+                    self.message_size = 0
+            elif opcode == _CLOSE:
+                close_code = _check_close_payload(<bytes>payload)
+                if close_code:
+                    self._fail(close_code, "invalid close code" if close_code == 1002
+                               else "invalid UTF-8 in the close reason")
+                    break
+                # Nothing after a Close frame is data (RFC 6455 §5.5.1).
+                self.state = PARSE_STOPPED
+
+            frame = Frame.__new__(Frame)
+            frame.fin = fin
+            frame.rsv1 = rsv1
+            frame.opcode = opcode
+            frame.payload = payload
+            frames.append(frame)
+            self.start += header_len + <Py_ssize_t>length
+        return frames
+
+
+cdef int _check_close_payload(bytes payload):
+    """0 if a Close payload is valid, else the close code its violation calls for."""
+    cdef Py_ssize_t n = len(payload)
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(payload)
+    if n == 0:
+        return 0
+    if n == 1:
+        return CLOSE_PROTOCOL_ERROR
+    if not _is_valid_close_code((p[0] << 8) | p[1]):
+        return CLOSE_PROTOCOL_ERROR
+    if asgiws_utf8_feed(ASGIWS_UTF8_ACCEPT, p + 2, n - 2) != ASGIWS_UTF8_ACCEPT:
+        return CLOSE_INVALID_PAYLOAD
+    return 0
+
+
+def parse_close_payload(bytes payload):
+    """(code, reason) from a Close payload; (1005, "") for an empty one. Raises ProtocolError."""
+    cdef int violation = _check_close_payload(payload)
+    if violation == CLOSE_PROTOCOL_ERROR:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "invalid close code or payload")
+    if violation == CLOSE_INVALID_PAYLOAD:
+        raise ProtocolError(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in the close reason")
+    if len(payload) == 0:
+        return CLOSE_NO_STATUS, ""
+    return (payload[0] << 8) | payload[1], payload[2:].decode("utf-8")
+
+
+def build_close_payload(int code=1000, str reason=""):
+    """Close frame payload: 2-byte code + UTF-8 reason; b"" for 1005 (no status)."""
+    if code == CLOSE_NO_STATUS:
+        if reason:
+            raise ValueError("close code 1005 cannot carry a reason")
+        return b""
+    if not _is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent on the wire")
+    cdef bytes encoded = reason.encode("utf-8")
+    if len(encoded) > _MAX_CONTROL_PAYLOAD - 2:
+        raise ValueError("close reason over 123 bytes of UTF-8")
+    return bytes(((code >> 8) & 0xFF, code & 0xFF)) + encoded
+
+
+cdef inline Py_ssize_t _header_len(uint64_t length, bint masked):
+    cdef Py_ssize_t n = 2 if length < 126 else (4 if length < 65536 else 10)
+    return n + 4 if masked else n
+
+
+cdef Py_ssize_t _write_header(uint8_t *out, int opcode, uint64_t length, bint fin, bint rsv1,
+                              const uint8_t *key):
+    cdef Py_ssize_t n
+    cdef int i
+    cdef uint8_t mask_bit = 0x80 if key != NULL else 0
+    out[0] = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (opcode & 0x0F)
+    if length < 126:
+        out[1] = mask_bit | <uint8_t>length
+        n = 2
+    elif length < 65536:
+        out[1] = mask_bit | 126
+        out[2] = <uint8_t>(length >> 8)
+        out[3] = <uint8_t>length
+        n = 4
+    else:
+        out[1] = mask_bit | 127
+        for i in range(8):
+            out[2 + i] = <uint8_t>(length >> (56 - 8 * i))
+        n = 10
+    if key != NULL:
+        memcpy(out + n, key, 4)
+        n += 4
+    return n
+
+
+cdef const uint8_t *_mask_key(object mask, Py_buffer *view) except? NULL:
+    if mask is None:
+        return NULL
+    PyObject_GetBuffer(mask, view, PyBUF_SIMPLE)
+    if view.len != 4:
+        PyBuffer_Release(view)
+        raise ValueError("a mask key is 4 bytes")
+    return <const uint8_t *>view.buf
+
+
+def build_header(int opcode, uint64_t length, *, bint fin=True, bint rsv1=False, mask=None):
+    """Only the header (2, 4 or 10 bytes, +4 with a mask), for writelines([header, payload])."""
+    cdef Py_buffer key_view
+    cdef const uint8_t *key = _mask_key(mask, &key_view)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _header_len(length, key != NULL))
+    _write_header(<uint8_t *>PyBytes_AS_STRING(out), opcode, length, fin, rsv1, key)
+    if key != NULL:
+        PyBuffer_Release(&key_view)
+    return out
+
+
+def build_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask=None):
+    """Header and payload in one bytes object: one copy of the payload (masked while copied
+    for a client frame). A str payload is encoded as UTF-8 (no copy for ASCII str)."""
+    cdef Py_buffer view
+    cdef Py_buffer key_view
+    cdef const uint8_t *data
+    cdef Py_ssize_t length
+    cdef bint release = False
+    cdef const uint8_t *key = NULL
+    cdef bytes out
+    cdef uint8_t *dst
+    cdef Py_ssize_t n
+    if isinstance(payload, str):
+        data = <const uint8_t *>PyUnicode_AsUTF8AndSize(payload, &length)
+    else:
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        release = True
+        data = <const uint8_t *>view.buf
+        length = view.len
+    try:
+        key = _mask_key(mask, &key_view)
+        out = PyBytes_FromStringAndSize(NULL, _header_len(length, key != NULL) + length)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        n = _write_header(dst, opcode, length, fin, rsv1, key)
+        if key != NULL:
+            asgiws_mask(dst + n, data, length, key, 0)
+            PyBuffer_Release(&key_view)
+        else:
+            memcpy(dst + n, data, length)
+    finally:
+        if release:
+            PyBuffer_Release(&view)
+    return out
+
+
+cdef inline const uint8_t *_key_bytes(object key, Py_buffer *view) except NULL:
+    PyObject_GetBuffer(key, view, PyBUF_SIMPLE)
+    if view.len != 4:
+        PyBuffer_Release(view)
+        raise ValueError("a mask key is 4 bytes")
+    return <const uint8_t *>view.buf
+
+
+def mask(data, key, Py_ssize_t offset=0):
+    """XOR `data` with the 4-byte `key` from key position `offset % 4`, out of place."""
+    cdef Py_buffer view
+    cdef Py_buffer key_view
+    cdef const uint8_t *k = _key_bytes(key, &key_view)
+    cdef bytes out
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    except BaseException:
+        PyBuffer_Release(&key_view)
+        raise
+    out = PyBytes_FromStringAndSize(NULL, view.len)
+    asgiws_mask(<uint8_t *>PyBytes_AS_STRING(out), <const uint8_t *>view.buf, view.len, k,
+                <size_t>(offset & 3))
+    PyBuffer_Release(&view)
+    PyBuffer_Release(&key_view)
+    return out
+
+
+def mask_inplace(data, key, Py_ssize_t offset=0):
+    """XOR a writable buffer in place."""
+    cdef Py_buffer view
+    cdef Py_buffer key_view
+    cdef const uint8_t *k = _key_bytes(key, &key_view)
+    try:
+        PyObject_GetBuffer(data, &view, PyBUF_WRITABLE)
+    except BaseException:
+        PyBuffer_Release(&key_view)
+        raise
+    asgiws_mask(<uint8_t *>view.buf, <const uint8_t *>view.buf, view.len, k, <size_t>(offset & 3))
+    PyBuffer_Release(&view)
+    PyBuffer_Release(&key_view)
+
+
+def mask_impl():
+    """The masking kernel chosen at run time: "avx2", "sse2", "neon" or "scalar"."""
+    return _MASK_IMPL
+
+
+def utf8_valid(data):
+    """Exactly what data.decode("utf-8") (strict) accepts."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    cdef uint32_t state = asgiws_utf8_feed(ASGIWS_UTF8_ACCEPT, <const uint8_t *>view.buf,
+                                           view.len)
+    PyBuffer_Release(&view)
+    return state == ASGIWS_UTF8_ACCEPT
+
+
+cdef class Utf8Validator:
+    """Incremental UTF-8 validation whose state carries across chunks."""
+    cdef uint32_t state
+
+    def __cinit__(self):
+        self.state = ASGIWS_UTF8_ACCEPT
+
+    def feed(self, data):
+        """False as soon as the bytes so far cannot be a prefix of valid UTF-8."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self.state = asgiws_utf8_feed(self.state, <const uint8_t *>view.buf, view.len)
+        PyBuffer_Release(&view)
+        return self.state != ASGIWS_UTF8_REJECT
+
+    def final(self):
+        """True if the bytes fed so far are complete, valid UTF-8."""
+        return self.state == ASGIWS_UTF8_ACCEPT
+
+    def reset(self):
+        self.state = ASGIWS_UTF8_ACCEPT
