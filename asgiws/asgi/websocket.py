@@ -1,0 +1,580 @@
+"""The ASGI WebSocket bridge: one upgraded connection, its app, and the asyncio transport.
+
+`WebSocketProtocol` is the `asyncio.BufferedProtocol` the HTTP protocol hands the transport to
+(`upgrade()`, at the byte offset httptools reported). It validates the opening handshake, runs
+the app, and turns frames into ASGI events and ASGI events into frames (asgiref www spec 2.5).
+
+The app's side is one state machine, `AppState`, moved only by `_transition()`:
+
+    CONNECTING ──websocket.accept──────────────▶ CONNECTED ──websocket.close──▶ CLOSED
+    CONNECTING ──websocket.close (HTTP 403)────▶ CLOSED
+    CONNECTING ──websocket.http.response.start─▶ DENIAL ──…body, more_body=False──▶ CLOSED
+    any        ──connection lost / server fails it──────────────────────────────▶ CLOSED
+
+Receive path per message (DESIGN.md): the kernel reads into the codec's buffer; the codec parses
+and unmasks; `buffer_updated` builds one event dict per message, appends it to a deque and wakes
+at most one future. Reading pauses when queued bytes pass `ws_read_high_water`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import time
+from typing import Any, Deque, Dict, Optional
+
+from ..websocket.connection import (
+    CloseCode,
+    CloseReceived,
+    Connection,
+    Pong,
+    State,
+    random_ping_payload,
+)
+from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
+from ..websocket.handshake import HandshakeError, build_response, validate_request
+from .._codec import is_valid_close_code
+
+logger = logging.getLogger("asgiws.error")
+access_logger = logging.getLogger("asgiws.access")
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+
+
+class ClientDisconnected(OSError):
+    """`send()` on a WebSocket that is closed (ASGI spec 2.4). Not logged as an error."""
+
+
+class UnexpectedASGIMessage(RuntimeError):
+    """The app sent a message its current state does not allow."""
+
+    def __init__(self, state: "AppState", message_type: Any):
+        super().__init__(f"ASGI message {message_type!r} is not allowed in state {state.name}")
+        self.state = state
+        self.message_type = message_type
+
+
+class AppState(enum.Enum):
+    CONNECTING = "CONNECTING"  # websocket.connect delivered or pending; no answer yet
+    DENIAL = "DENIAL"          # websocket.http.response.start sent; body streaming
+    CONNECTED = "CONNECTED"    # accepted: 101 written
+    CLOSED = "CLOSED"          # closed by the app, refused, or the connection is gone
+
+
+_TRANSITIONS = {
+    (AppState.CONNECTING, "websocket.accept"): AppState.CONNECTED,
+    (AppState.CONNECTING, "websocket.close"): AppState.CLOSED,
+    (AppState.CONNECTING, "websocket.http.response.start"): AppState.DENIAL,
+    (AppState.DENIAL, "websocket.http.response.body"): AppState.DENIAL,
+    (AppState.CONNECTED, "websocket.send"): AppState.CONNECTED,
+    (AppState.CONNECTED, "websocket.close"): AppState.CLOSED,
+}
+
+_STATUS_PHRASES = {
+    400: b"Bad Request", 403: b"Forbidden", 426: b"Upgrade Required",
+    500: b"Internal Server Error", 503: b"Service Unavailable",
+}  # fmt: skip
+
+_DISCONNECT = "websocket.disconnect"
+
+
+def _payload_size(message: Dict[str, Any]) -> int:
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes")
+    return len(data) if data is not None else 0
+
+
+class WebSocketProtocol(asyncio.BufferedProtocol):
+    def __init__(self, config, server_state, app, app_state: Optional[dict] = None):
+        self.config = config
+        self.server_state = server_state
+        self.app = app
+        self.lifespan_state = app_state
+        self.loop = asyncio.get_event_loop()
+        self.transport: Optional[asyncio.Transport] = None
+        self.scope: Dict[str, Any] = {}
+        self.conn: Optional[Connection] = None
+        self.state = AppState.CONNECTING
+        # Receive side: queued events for the app, the future it waits on, flow control.
+        self.queue: Deque[Dict[str, Any]] = collections.deque()
+        self.waiter: Optional[asyncio.Future] = None
+        self.connect_delivered = False
+        self.disconnect_queued = False
+        self.disconnect_delivered = False
+        self.queued_bytes = 0
+        self.read_high_water = config.ws_read_high_water
+        self.read_low_water = self.read_high_water // 4
+        self.reading_paused = False
+        # Send side: transport backpressure.
+        self.write_paused = False
+        self.drain_waiters: Deque[asyncio.Future] = collections.deque()
+        # Timers.
+        self.accept_timer: Optional[asyncio.TimerHandle] = None
+        self.close_timer: Optional[asyncio.TimerHandle] = None
+        self.failure_timer: Optional[asyncio.TimerHandle] = None
+        self.ping_timer: Optional[asyncio.TimerHandle] = None
+        self.pong_timer: Optional[asyncio.TimerHandle] = None
+        self.ping_payload: Optional[bytes] = None
+        # A protocol violation whose Close waits for the app to consume the messages before it.
+        self.failure_pending = False
+        # Access log.
+        self.started = time.monotonic()
+        self.status = 0
+        self.closed_by = ""
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+        self.app_task: Optional[asyncio.Task] = None
+
+    # -- the handshake ------------------------------------------------------------------------
+
+    def upgrade(self, transport: asyncio.Transport, http_scope: Dict[str, Any], leftover: bytes) -> None:
+        """Take over `transport` from the HTTP protocol; `leftover` are the bytes after the
+        request head."""
+        self.transport = transport
+        self.server_state.connections.add(self)
+        try:
+            request = validate_request(http_scope["method"], http_scope["http_version"],
+                                       http_scope["headers"])
+        except HandshakeError as exc:
+            logger.info("Refused WebSocket handshake from %s: %s", _client(http_scope), exc.reason)
+            self.scope = http_scope
+            self._http_response(exc.status, exc.headers, exc.reason.encode() + b"\n")
+            self.state = AppState.CLOSED
+            return
+        self.request = request
+        scheme = "wss" if http_scope.get("scheme") == "https" else "ws"
+        self.scope = {
+            "type": "websocket",
+            "asgi": ASGI_VERSION,
+            "http_version": "1.1",
+            "scheme": scheme,
+            "server": http_scope.get("server"),
+            "client": http_scope.get("client"),
+            "root_path": http_scope.get("root_path", ""),
+            "path": http_scope["path"],
+            "raw_path": http_scope.get("raw_path"),
+            "query_string": http_scope.get("query_string", b""),
+            "headers": http_scope["headers"],
+            "subprotocols": request.subprotocols,
+            "extensions": {"websocket.http.response": {}},
+        }
+        if "state" in http_scope:
+            self.scope["state"] = http_scope["state"]
+        elif self.lifespan_state is not None:
+            self.scope["state"] = self.lifespan_state.copy()
+
+        deflate = None
+        self.extensions_header = None
+        if self.config.ws_per_message_deflate and request.extensions:
+            settings = DeflateSettings()
+            agreed = negotiate(request.extensions, settings)
+            if agreed is not None:
+                params, self.extensions_header = agreed
+                deflate = PerMessageDeflate(params, settings)
+        self.conn = Connection(max_size=self.config.ws_max_size, deflate=deflate)
+        transport.set_write_buffer_limits(high=self.config.ws_high_water)
+        if leftover:
+            # A client may pipeline frames behind its request: queue them for after accept.
+            self._deliver(self.conn.receive_data(leftover))
+        if self.config.ws_accept_timeout is not None:
+            self.accept_timer = self.loop.call_later(self.config.ws_accept_timeout,
+                                                     self._accept_timed_out)
+        self.app_task = self.loop.create_task(self._run_asgi())
+        self.server_state.tasks.add(self.app_task)
+        self.app_task.add_done_callback(self.server_state.tasks.discard)
+
+    def _accept_timed_out(self) -> None:
+        self.accept_timer = None
+        if self.state is AppState.CONNECTING:
+            logger.info("WebSocket app did not accept %s within %ss",
+                        self.scope.get("path"), self.config.ws_accept_timeout)
+            self._http_response(503, [], b"WebSocket handshake timed out\n")
+            self.state = AppState.CLOSED
+
+    # -- asyncio.BufferedProtocol --------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int):
+        return self.conn.parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._deliver(self.conn.receive(nbytes))
+
+    def eof_received(self):
+        return None  # close the transport; connection_lost follows
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        while self.drain_waiters:
+            waiter = self.drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.server_state.connections.discard(self)
+        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
+                      self.pong_timer):
+            if timer is not None:
+                timer.cancel()
+        conn = self.conn
+        if conn is not None:
+            conn.connection_lost()
+            if conn.close_received is not None:
+                self._queue_disconnect(conn.close_received.code, conn.close_received.reason)
+        if not self.closed_by:
+            self.closed_by = "network"
+        # Without a Close from the peer, the TCP connection was dropped (RFC 6455 §7.1.5).
+        self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
+        while self.drain_waiters:
+            waiter = self.drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ClientDisconnected("WebSocket connection lost"))
+        if self.state is AppState.CONNECTING or self.state is AppState.DENIAL:
+            self.state = AppState.CLOSED
+        if self.status:
+            self._log_access()
+
+    # -- frames in → events for the app --------------------------------------------------------
+
+    def _deliver(self, events) -> None:
+        conn = self.conn
+        queue = self.queue
+        for event in events:
+            kind = type(event)
+            if kind is str:
+                queue.append({"type": "websocket.receive", "text": event})
+                size = len(event)
+            elif kind is bytes:
+                queue.append({"type": "websocket.receive", "bytes": event})
+                size = len(event)
+            elif kind is CloseReceived:
+                self._close_received(event)
+                continue
+            elif kind is Pong:
+                if self.pong_timer is not None and event.payload == self.ping_payload:
+                    self.pong_timer.cancel()
+                    self.pong_timer = None
+                continue
+            else:
+                continue
+            self.messages_in += 1
+            self.bytes_in += size
+            self.queued_bytes += size
+        if conn.outgoing:
+            self.transport.writelines(conn.data_to_send())  # Pongs, written inline
+        if conn.failure is not None and not self.failure_pending:
+            self._fail_after_queue()
+        if self.queued_bytes > self.read_high_water and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        waiter = self.waiter
+        if waiter is not None and queue:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail_after_queue(self) -> None:
+        """A protocol violation: its Close waits until the app has consumed (and, for an echo,
+        answered) the messages that arrived before it, so nothing valid is dropped — bounded
+        by the close timeout."""
+        self.failure_pending = True
+        if self.status != 101 or not self.queue:
+            self._send_failure()
+        else:
+            self.failure_timer = self.loop.call_later(self.config.ws_close_timeout or 10.0,
+                                                      self._send_failure)
+
+    def _send_failure(self) -> None:
+        self.failure_timer = None
+        if not self.failure_pending or self.transport.is_closing():
+            return
+        self.failure_pending = False
+        failure = self.conn.failure
+        logger.info("WebSocket %s failed: %s %s", self.scope.get("path"), failure.code,
+                    failure.reason)
+        if self.status == 101 and self.conn.state is State.OPEN:
+            self.transport.write(self.conn.send_close(failure.code, failure.reason))
+        self.closed_by = "server"
+        self._queue_disconnect(failure.code, failure.reason)
+        # Nothing after a violation can be parsed: close TCP now (RFC 6455 §7.1.7).
+        self.transport.close()
+
+    def _close_received(self, event: CloseReceived) -> None:
+        conn = self.conn
+        if not self.closed_by:
+            self.closed_by = "peer"
+        if conn.outgoing:
+            self.transport.writelines(conn.data_to_send())  # the Close echo
+        self._queue_disconnect(event.code, event.reason)
+        # The server closes the TCP connection first (RFC 6455 §7.1.1).
+        self.transport.close()
+
+    def _queue_disconnect(self, code: int, reason: str) -> None:
+        if self.disconnect_queued:
+            return
+        self.disconnect_queued = True
+        self.queue.append({"type": _DISCONNECT, "code": code, "reason": reason})
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the app's receive and send ------------------------------------------------------------
+
+    async def receive(self) -> Dict[str, Any]:
+        if not self.connect_delivered:
+            self.connect_delivered = True
+            return {"type": "websocket.connect"}
+        queue = self.queue
+        if not queue:
+            if self.failure_pending:
+                self._send_failure()
+            if self.disconnect_delivered:
+                raise ClientDisconnected("websocket.disconnect was already delivered")
+            while not queue:
+                waiter = self.waiter = self.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self.waiter = None
+        message = queue.popleft()
+        if message["type"] is _DISCONNECT:
+            self.disconnect_delivered = True
+        elif self.queued_bytes:
+            self.queued_bytes -= _payload_size(message)
+            if self.reading_paused and self.queued_bytes <= self.read_low_water:
+                self.reading_paused = False
+                self.transport.resume_reading()
+        return message
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        message_type = message["type"]
+        if self.state is AppState.CONNECTED and message_type == "websocket.send":
+            # The hot path: one frame built in C, one write.
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+                if data is None:
+                    raise TypeError("websocket.send needs 'text' or 'bytes'")
+            elif message.get("bytes") is not None:
+                raise TypeError("websocket.send with both 'text' and 'bytes'")
+            conn = self.conn
+            if conn.state is not State.OPEN or self.transport.is_closing():
+                raise ClientDisconnected("WebSocket is closed")
+            self.transport.write(conn.send_message(data))
+            self.messages_out += 1
+            self.bytes_out += len(data)
+            if self.write_paused:
+                await self._drain()
+            return
+        self._transition(message_type)
+        handler = getattr(self, "_on_" + message_type.replace(".", "_"))
+        await handler(message)
+
+    def _transition(self, message_type: str) -> None:
+        if self.state is AppState.CLOSED or self.transport.is_closing():
+            if message_type in ("websocket.send", "websocket.close", "websocket.accept",
+                                "websocket.http.response.body"):
+                raise ClientDisconnected(f"{message_type} on a closed WebSocket")
+        new_state = _TRANSITIONS.get((self.state, message_type))
+        if new_state is None:
+            raise UnexpectedASGIMessage(self.state, message_type)
+        self.state = new_state
+
+    async def _drain(self) -> None:
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
+
+    async def _on_websocket_accept(self, message: Dict[str, Any]) -> None:
+        subprotocol = message.get("subprotocol")
+        headers = list(message.get("headers") or ())
+        for name, _ in headers:
+            if bytes(name).lower() == b"sec-websocket-protocol":
+                raise RuntimeError("use the 'subprotocol' key, not a sec-websocket-protocol header")
+        if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
+            logger.info("App accepted subprotocol %r the client did not offer", subprotocol)
+        self.transport.write(build_response(
+            self.request.key, subprotocol, self.extensions_header, headers,
+            self.server_state_headers()))
+        self.status = 101
+        self.subprotocol = subprotocol
+        if self.accept_timer is not None:
+            self.accept_timer.cancel()
+            self.accept_timer = None
+        self._schedule_ping()
+
+    async def _on_websocket_close(self, message: Dict[str, Any]) -> None:
+        if self.status == 0:
+            # Close before accept: refuse the handshake with 403 (spec: "websocket.close").
+            self._http_response(403, [], b"")
+            return
+        code = message.get("code")
+        code = CloseCode.NORMAL_CLOSURE if code is None else int(code)
+        if not is_valid_close_code(code):
+            raise ValueError(f"close code {code} may not be sent in a Close frame")
+        reason = _truncate_reason(message.get("reason") or "")
+        self._close(code, reason, closed_by="app")
+
+    async def _on_websocket_http_response_start(self, message: Dict[str, Any]) -> None:
+        self.status = int(message["status"])
+        self.denial_headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]
+        head = self._http_head(self.status, self.denial_headers)
+        self.transport.write(head)
+
+    async def _on_websocket_http_response_body(self, message: Dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body:
+            self.transport.write(body)
+        if not message.get("more_body", False):
+            self.state = AppState.CLOSED
+            self.transport.close()
+        elif self.write_paused:
+            await self._drain()
+
+    def server_state_headers(self):
+        return getattr(self.server_state, "default_headers", ())
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _close(self, code: int, reason: str, closed_by: str) -> None:
+        """Start the closing handshake: send Close, wait for the peer's, bounded by a timer."""
+        conn = self.conn
+        if conn.state is not State.OPEN or self.transport.is_closing():
+            return
+        self.closed_by = closed_by
+        self.transport.write(conn.send_close(code, reason))
+        if self.config.ws_close_timeout is not None:
+            self.close_timer = self.loop.call_later(self.config.ws_close_timeout,
+                                                    self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self.close_timer = None
+        logger.info("WebSocket %s: no Close from the peer within %ss; dropping TCP",
+                    self.scope.get("path"), self.config.ws_close_timeout)
+        self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code and tell its
+        app now; refuse a handshake still waiting for the app."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.state is AppState.CONNECTING:
+            self._http_response(503, [], b"Server shutting down\n")
+            self.state = AppState.CLOSED
+            return
+        if self.conn is not None and self.conn.state is State.OPEN and self.status == 101:
+            code = self.config.ws_shutdown_close_code
+            self._close(code, "server shutting down", closed_by="server")
+            self._queue_disconnect(code, "server shutting down")
+
+    # -- keepalive ----------------------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        interval = self.config.ws_ping_interval
+        if interval:
+            self.ping_timer = self.loop.call_later(interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self.ping_timer = None
+        conn = self.conn
+        if conn.state is not State.OPEN or self.transport.is_closing():
+            return
+        self.ping_payload = random_ping_payload()
+        self.transport.write(conn.send_ping(self.ping_payload))
+        timeout = self.config.ws_ping_timeout
+        if timeout and self.pong_timer is None:
+            self.pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
+        self._schedule_ping()
+
+    def _pong_timed_out(self) -> None:
+        self.pong_timer = None
+        logger.info("WebSocket %s: no Pong within %ss; dropping the connection",
+                    self.scope.get("path"), self.config.ws_ping_timeout)
+        self.closed_by = "keepalive"
+        self.transport.abort()
+
+    # -- running the app ----------------------------------------------------------------------
+
+    async def _run_asgi(self) -> None:
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            logger.debug("WebSocket app %s stopped: client disconnected", self.scope.get("path"))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                self._app_failed(CloseCode.SERVICE_RESTART)
+                raise
+            logger.error("Exception in ASGI application", exc_info=exc)
+            self._app_failed(CloseCode.INTERNAL_ERROR)
+        else:
+            if self.state is AppState.CONNECTING:
+                logger.error("ASGI app returned without accepting or closing the WebSocket")
+                self._http_response(500, [], b"")
+            elif self.state is AppState.CONNECTED:
+                self._close(CloseCode.NORMAL_CLOSURE, "", closed_by="app")
+            elif self.state is AppState.DENIAL:
+                self.transport.close()
+        finally:
+            if self.accept_timer is not None:
+                self.accept_timer.cancel()
+                self.accept_timer = None
+
+    def _app_failed(self, close_code: int) -> None:
+        if self.transport.is_closing():
+            return
+        if self.state is AppState.CONNECTING:
+            self._http_response(500, [], b"")
+        elif self.state is AppState.DENIAL:
+            self.transport.close()  # a half-sent denial response: cut it
+        elif self.status == 101:
+            self._close(close_code, "", closed_by="app")
+        self.state = AppState.CLOSED
+
+    # -- plain HTTP responses (refusals) ------------------------------------------------------
+
+    def _http_head(self, status: int, headers) -> bytes:
+        lines = [b"HTTP/1.1 %d %s" % (status, _STATUS_PHRASES.get(status, b""))]
+        lines.extend(name + b": " + value for name, value in self.server_state_headers())
+        lines.extend(name + b": " + value for name, value in headers)
+        lines.append(b"connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def _http_response(self, status: int, headers, body: bytes) -> None:
+        """A complete HTTP response, then close: a refused or failed handshake."""
+        self.status = status
+        self.closed_by = "server"
+        headers = list(headers) + [(b"content-type", b"text/plain; charset=utf-8"),
+                                   (b"content-length", str(len(body)).encode())]
+        self.transport.write(self._http_head(status, headers) + body)
+        self.transport.close()
+
+    def _log_access(self) -> None:
+        if not self.config.access_log or not access_logger.isEnabledFor(logging.INFO):
+            return
+        conn = self.conn
+        close = conn.close_received or conn.close_sent if conn is not None else None
+        access_logger.info(
+            '%s - "WebSocket %s" %d [%s] %.3fs close %s by %s; in %d msgs %d B, out %d msgs %d B',
+            _client(self.scope), self.scope.get("path", ""), self.status,
+            getattr(self, "subprotocol", None) or "-", time.monotonic() - self.started,
+            close.code if close is not None else CloseCode.ABNORMAL_CLOSURE, self.closed_by,
+            self.messages_in, self.bytes_in, self.messages_out, self.bytes_out)
+
+
+def _client(scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def _truncate_reason(reason: str) -> str:
+    """A Close reason fits in 123 bytes of UTF-8 (RFC 6455 §5.5): cut at a character boundary."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:123].decode("utf-8", "ignore")

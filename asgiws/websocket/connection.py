@@ -1,0 +1,248 @@
+"""The WebSocket connection state machine (RFC 6455 §5-§7), sans-I/O.
+
+    OPEN ──close received──▶ CLOSED        (we echo the Close; the server then closes TCP)
+    OPEN ──close sent──────▶ CLOSING ──close received──▶ CLOSED
+    any  ──TCP lost─────────────────────────────────────▶ CLOSED (1006)
+
+`receive(nbytes)` parses what the transport wrote into `parser.get_buffer()` and returns the
+application-level events: a complete message is returned as the bare `str` or `bytes` (no wrapper
+object on the hot path), a received Close as `CloseReceived`. Bytes to write (a Pong for a Ping,
+a Close echo, a Close after a protocol violation) are appended to `outgoing`; the caller writes
+them. Every failure goes through `fail(code, reason)`.
+
+Copies per received message: see FrameParser; a fragmented message is joined once, and a text one
+decoded once after that. A compressed message is inflated once per frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import zlib
+from typing import List, Optional, Union
+
+from .. import _codec
+from .._codec import FrameParser, build_close_payload, build_frame, parse_close_payload
+from .deflate import MessageTooBig, PerMessageDeflate
+
+OP_CONTINUATION = _codec.OP_CONTINUATION
+OP_TEXT = _codec.OP_TEXT
+OP_BINARY = _codec.OP_BINARY
+OP_CLOSE = _codec.OP_CLOSE
+OP_PING = _codec.OP_PING
+OP_PONG = _codec.OP_PONG
+
+
+class CloseCode(enum.IntEnum):
+    """RFC 6455 §7.4.1 and the IANA registry."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_FRAME_PAYLOAD_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+
+
+class State(enum.Enum):
+    OPEN = "OPEN"
+    CLOSING = "CLOSING"  # we sent a Close and wait for the peer's
+    CLOSED = "CLOSED"
+
+
+class CloseReceived:
+    """The peer's Close frame (or, with `code` 1006, the loss of the TCP connection)."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str):
+        self.code = code
+        self.reason = reason
+
+    def __repr__(self):
+        return f"CloseReceived({self.code}, {self.reason!r})"
+
+
+class Pong:
+    """A Pong frame from the peer (keepalive answers)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+
+Event = Union[str, bytes, CloseReceived, Pong]
+
+
+class Connection:
+    def __init__(self, *, max_size: int, deflate: Optional[PerMessageDeflate] = None,
+                 is_server: bool = True):
+        self.state = State.OPEN
+        self.max_size = max_size
+        self.deflate = deflate
+        self.is_server = is_server
+        self.parser = FrameParser(is_server=is_server, max_size=max_size,
+                                  rsv1_allowed=deflate is not None)
+        self.outgoing: List[bytes] = []
+        # The close code and reason we sent, once we sent one.
+        self.close_sent: Optional[CloseReceived] = None
+        self.close_received: Optional[CloseReceived] = None
+        # A protocol violation found in what we received: the Close we owe the peer. The caller
+        # sends it (send_close) once the app has consumed the messages that came before it.
+        self.failure: Optional[CloseReceived] = None
+        # The fragmented message being reassembled (RFC 6455 §5.4).
+        self._fragments: List[bytes] = []
+        self._fragment_opcode = 0
+        self._fragment_compressed = False
+        self._fragment_size = 0
+        self._fragment_utf8: Optional[_codec.Utf8Validator] = None
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive(self, nbytes: int) -> List[Event]:
+        """`nbytes` were written into `parser.get_buffer()`: the events they complete."""
+        return self._handle(self.parser.feed(nbytes))
+
+    def receive_data(self, data: bytes) -> List[Event]:
+        """Bytes that arrived outside the parser's buffer (after the HTTP head, in tests)."""
+        return self._handle(self.parser.feed_data(data))
+
+    def _handle(self, frames) -> List[Event]:
+        events: List[Event] = []
+        if self.state is State.CLOSED or self.failure is not None:
+            return events
+        for frame in frames:
+            opcode = frame.opcode
+            if opcode == OP_TEXT and frame.fin and not frame.rsv1:
+                # The hot path: a whole, uncompressed text message, already decoded.
+                if self.state is State.OPEN:
+                    events.append(frame.payload)
+            elif opcode <= OP_BINARY:
+                message = self._data_frame(frame)
+                if message is not None and self.state is State.OPEN:
+                    events.append(message)
+                if self.failure is not None:
+                    return events
+            elif opcode == OP_PING:
+                if self.state is State.OPEN:
+                    self.outgoing.append(build_frame(OP_PONG, frame.payload))
+            elif opcode == OP_PONG:
+                events.append(Pong(frame.payload))
+            else:  # OP_CLOSE; the parser already validated its payload
+                code, reason = parse_close_payload(frame.payload)
+                events.append(self._close_frame(code, reason))
+                return events
+        error = self.parser.error
+        if error is not None:
+            self.fail(error.code, error.reason)
+        return events
+
+    def _data_frame(self, frame) -> Optional[Union[str, bytes]]:
+        """Reassemble and inflate; return the message a final frame completes."""
+        payload = frame.payload
+        if frame.opcode != OP_CONTINUATION:
+            self._fragment_opcode = frame.opcode
+            self._fragment_compressed = frame.rsv1
+            self._fragment_size = 0
+            self._fragment_utf8 = None
+        compressed = self._fragment_compressed
+        if compressed:
+            try:
+                payload = self.deflate.decompress(payload, frame.fin,
+                                                  self.max_size - self._fragment_size)
+            except MessageTooBig:
+                self.fail(CloseCode.MESSAGE_TOO_BIG, "message over the maximum size")
+                return None
+            except zlib.error:
+                self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid compressed data")
+                return None
+            if self._fragment_opcode == OP_TEXT and not frame.fin or self._fragment_utf8:
+                # Compressed and fragmented text: validate as it inflates, to fail fast.
+                if self._fragment_utf8 is None:
+                    self._fragment_utf8 = _codec.Utf8Validator()
+                if not self._fragment_utf8.feed(payload) or (
+                        frame.fin and not self._fragment_utf8.final()):
+                    self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
+                    return None
+        if frame.fin and not self._fragments:
+            message = payload  # an unfragmented message: no join
+        else:
+            self._fragments.append(payload)
+            self._fragment_size += len(payload)
+            if not frame.fin:
+                return None
+            message = b"".join(self._fragments)  # copy: join the fragments once
+            self._fragments = []
+        if self._fragment_opcode == OP_TEXT:
+            try:
+                return message.decode("utf-8")  # copy: decode once
+            except UnicodeDecodeError:
+                self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
+                return None
+        return message
+
+    def _close_frame(self, code: int, reason: str) -> CloseReceived:
+        received = CloseReceived(code, reason)
+        self.close_received = received
+        if self.state is State.OPEN:
+            # Echo the peer's code (RFC 6455 §5.5.1); an empty Close is answered empty.
+            echo = b"" if code == CloseCode.NO_STATUS_RCVD else build_close_payload(code)
+            self.outgoing.append(build_frame(OP_CLOSE, echo))
+            self.close_sent = CloseReceived(code, "")
+        self.state = State.CLOSED
+        return received
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send_message(self, data: Union[str, bytes]) -> bytes:
+        """The frame for one message. (Raises if the connection is not OPEN.)"""
+        if self.state is not State.OPEN:
+            raise ConnectionClosedError(self.state)
+        opcode = OP_TEXT if type(data) is str else OP_BINARY
+        if self.deflate is not None:
+            raw = data.encode("utf-8") if opcode == OP_TEXT else data
+            return build_frame(opcode, self.deflate.compress(raw), rsv1=True)
+        return build_frame(opcode, data)
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        if self.state is not State.OPEN:
+            raise ConnectionClosedError(self.state)
+        return build_frame(OP_PING, payload)
+
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
+        """Start the closing handshake; the caller waits for the peer's Close (CLOSING)."""
+        if self.state is not State.OPEN:
+            raise ConnectionClosedError(self.state)
+        self.state = State.CLOSING
+        self.close_sent = CloseReceived(code, reason)
+        return build_frame(OP_CLOSE, build_close_payload(code, reason))
+
+    def fail(self, code: int, reason: str) -> None:
+        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): stop delivering what the peer
+        sends and record the Close owed (`failure`). The caller sends it with send_close() and
+        then closes TCP: after a violation the stream cannot be parsed further."""
+        if self.failure is None and self.state is State.OPEN:
+            self.failure = CloseReceived(code, reason)
+
+    def connection_lost(self) -> None:
+        self.state = State.CLOSED
+
+    def data_to_send(self) -> List[bytes]:
+        out, self.outgoing = self.outgoing, []
+        return out
+
+
+class ConnectionClosedError(Exception):
+    def __init__(self, state: State):
+        super().__init__(f"WebSocket is {state.value}")
+        self.state = state
+
+
+def random_ping_payload() -> bytes:
+    return os.urandom(4)

@@ -1,0 +1,96 @@
+"""permessage-deflate (RFC 7692): negotiation and bounded inflation, without sockets."""
+
+import os
+import zlib
+
+import pytest
+
+from asgiws.websocket.deflate import (
+    DeflateSettings,
+    MessageTooBig,
+    PerMessageDeflate,
+    negotiate,
+)
+from asgiws.websocket.handshake import parse_extensions
+
+SETTINGS = DeflateSettings()
+
+
+def offer(text):
+    return parse_extensions([text.encode()])
+
+
+@pytest.mark.parametrize(
+    "header, response",
+    [
+        ("permessage-deflate", "permessage-deflate; server_max_window_bits=12"),
+        ("permessage-deflate; client_max_window_bits",
+         "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"),
+        ("permessage-deflate; client_max_window_bits=10",
+         "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10"),
+        ("permessage-deflate; server_max_window_bits=9", "permessage-deflate; server_max_window_bits=9"),
+        ("permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+         "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+         "server_max_window_bits=12"),
+        # Declined offers fall through to the next one.
+        ("permessage-deflate; server_max_window_bits=8, permessage-deflate",
+         "permessage-deflate; server_max_window_bits=12"),
+        ("permessage-deflate; foo=1, permessage-deflate; client_no_context_takeover",
+         "permessage-deflate; client_no_context_takeover; server_max_window_bits=12"),
+    ],
+)
+def test_negotiation(header, response):
+    params, value = negotiate(offer(header), SETTINGS)
+    assert value.decode() == response
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-webkit-deflate-frame",
+        "permessage-deflate; server_max_window_bits=8",
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; client_max_window_bits=7",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; unknown",
+    ],
+)
+def test_declined(header):
+    assert negotiate(offer(header), SETTINGS) is None
+
+
+def client_compress(data, bits=15):
+    c = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def test_round_trip_with_context_takeover():
+    params, _ = negotiate(offer("permessage-deflate"), SETTINGS)
+    ext = PerMessageDeflate(params, SETTINGS)
+    inflater = zlib.decompressobj(-15)
+    for message in [b"hello" * 100, b"", os.urandom(5000), b"hello" * 100]:
+        compressed = ext.compress(message)
+        assert inflater.decompress(compressed + b"\x00\x00\xff\xff") == message
+    assert ext.decompress(client_compress(b"abc" * 1000), True, 1 << 20) == b"abc" * 1000
+
+
+def test_inflation_bounded_by_limit():
+    params, _ = negotiate(offer("permessage-deflate"), SETTINGS)
+    ext = PerMessageDeflate(params, SETTINGS)
+    bomb = client_compress(b"\x00" * (10 << 20))
+    assert len(bomb) < 20_000
+    with pytest.raises(MessageTooBig):
+        ext.decompress(bomb, True, 1 << 20)
+
+
+def test_fragmented_inflation():
+    params, _ = negotiate(offer("permessage-deflate"), SETTINGS)
+    ext = PerMessageDeflate(params, SETTINGS)
+    data = client_compress(b"fragmented message " * 50)
+    half = len(data) // 2
+    out = ext.decompress(data[:half], False, 1 << 20) + ext.decompress(data[half:], True, 1 << 20)
+    assert out == b"fragmented message " * 50
