@@ -43,9 +43,15 @@ cdef class FrameParser:
         bint message_compressed
         Py_ssize_t message_size
         uint32_t utf8_state
+        # The incomplete text frame at `start`: how many payload bytes are already unmasked in
+        # place and validated, and the UTF-8 state after them (RFC 6455 §8.1 fail fast).
+        Py_ssize_t partial_done
+        uint32_t partial_utf8
         public object error
 
     cdef list _parse(self)
     cdef int _fail(self, int code, str reason) except -1
+    cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
+                                 bint first) except -1
     cdef void _compact(self)
     cdef int _reserve(self, Py_ssize_t free) except -1

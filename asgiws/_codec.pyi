@@ -49,7 +49,13 @@ class FrameParser:
         buffer_updated(n)    -> frames = parser.feed(n); then check parser.error
 
     `feed` parses every complete frame in the buffer and returns them in order. On a violation it
-    stops, returns the frames parsed before it, and sets `error`; every later `feed` returns [].
+    stops, returns the frames parsed before it, and sets `error`. After a violation or a Close
+    frame it is stopped: every later `feed` returns [] and keeps none of the bytes.
+
+    The buffer starts at `initial_size` (16 KiB: the idle cost per connection), grows toward a
+    large frame at most doubling per read (memory follows bytes received, never a declared
+    length), and shrinks back when a burst leaves it empty. The text of an incomplete frame is
+    validated as it arrives, so invalid UTF-8 fails before the rest of the frame comes.
 
     Message-level rules are enforced here too: a continuation with no message open, a new data
     frame while a message is open (1002); a frame or a message (sum of its fragments' payloads)
@@ -69,7 +75,7 @@ class FrameParser:
         is_server: bool = True,
         max_size: int = 16 * 1024 * 1024,
         rsv1_allowed: bool = False,
-        initial_size: int = 64 * 1024,
+        initial_size: int = 16 * 1024,
     ) -> None: ...
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable view of the free space at the end of the receive buffer (never empty)."""

@@ -110,6 +110,8 @@ cdef class FrameParser:
         self.message_compressed = False
         self.message_size = 0
         self.utf8_state = ASGIWS_UTF8_ACCEPT
+        self.partial_done = 0
+        self.partial_utf8 = ASGIWS_UTF8_ACCEPT
         self.error = None
 
     def __dealloc__(self):
@@ -127,14 +129,19 @@ cdef class FrameParser:
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """A writable view of the free space at the end of the buffer, valid until the next
-        get_buffer()/feed() call. Grows the buffer to hold a frame whose header said it is
-        large, so the rest of it arrives in as few reads as the socket allows."""
+        get_buffer()/feed() call. Grows the buffer toward a large frame its header announced,
+        at most doubling per read, so the rest arrives in few reads without trusting the
+        declared length."""
         cdef Py_ssize_t want = _MIN_FREE
-        cdef Py_ssize_t missing
+        cdef Py_ssize_t missing, received
         if self.pending > 0:
+            # Grow toward the frame the header announced, but never past twice what has
+            # arrived: memory follows the bytes a peer sends, not the length it claims.
             missing = self.pending - (self.end - self.start)
-            if missing > want:
-                want = missing
+            received = self.end - self.start
+            want = missing if missing < received else received
+            if want < _MIN_FREE:
+                want = _MIN_FREE
         self._reserve(want)
         return PyMemoryView_FromMemory(<char *>self.buf + self.end, self.capacity_ - self.end,
                                        PyBUF_WRITE)
@@ -144,6 +151,10 @@ cdef class FrameParser:
         if nbytes < 0 or nbytes > self.capacity_ - self.end:
             raise ValueError("nbytes out of range of the buffer handed out")
         self.end += nbytes
+        if self.state == PARSE_STOPPED:
+            # Nothing after a Close frame or a violation is parsed: keep none of it.
+            self.start = self.end = 0
+            return []
         cdef list frames = self._parse()
         self._compact()
         return frames
@@ -202,6 +213,26 @@ cdef class FrameParser:
         self.pending = 0
         return 0
 
+    cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
+                                 bint first) except -1:
+        """Validate the part of an incomplete text frame received so far, so invalid UTF-8
+        fails before the rest of the frame arrives. Bytes are unmasked in place once, from
+        where the last read stopped (the mask key rotated to that offset)."""
+        cdef Py_ssize_t done = self.partial_done
+        if received <= done:
+            return 0
+        if done == 0:
+            self.partial_utf8 = ASGIWS_UTF8_ACCEPT if first else self.utf8_state
+        if masked:
+            asgiws_mask(payload + done, payload + done, <size_t>(received - done), payload - 4,
+                        <size_t>done)
+        self.partial_utf8 = asgiws_utf8_feed(self.partial_utf8, payload + done,
+                                             <size_t>(received - done))
+        self.partial_done = received
+        if self.partial_utf8 == ASGIWS_UTF8_REJECT:
+            self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
+        return 0
+
     cdef list _parse(self):
         """Parse every complete frame in buf[start:end].
 
@@ -216,7 +247,8 @@ cdef class FrameParser:
         cdef Py_ssize_t avail, header_len
         cdef uint64_t length
         cdef int opcode, close_code
-        cdef bint fin, rsv1, masked, compressed
+        cdef bint fin, rsv1, masked, compressed, text
+        cdef Py_ssize_t done
         cdef object payload
         cdef Frame frame
 
@@ -294,18 +326,29 @@ cdef class FrameParser:
                 break
             if masked:
                 header_len += 4
-            if <uint64_t>avail < <uint64_t>header_len + length:
-                self.pending = header_len + <Py_ssize_t>length
-                break
-            self.pending = 0
-
             payload_ptr = p + header_len
             key = payload_ptr - 4
             compressed = rsv1 or (opcode == _CONTINUATION and self.message_compressed)
+            text = not compressed and (opcode == _TEXT or (
+                opcode == _CONTINUATION and self.message_opcode == _TEXT))
+            if <uint64_t>avail < <uint64_t>header_len + length:
+                self.pending = header_len + <Py_ssize_t>length
+                if text and avail > header_len:
+                    self._check_partial_text(payload_ptr, avail - header_len, masked,
+                                             opcode == _TEXT)
+                break
+            self.pending = 0
+            done = self.partial_done
+            self.partial_done = 0
+
+            if text:
+                # Text is unmasked in place (what an earlier read validated already is).
+                if masked and done < <Py_ssize_t>length:
+                    asgiws_mask(payload_ptr + done, payload_ptr + done, <size_t>length - done,
+                                key, <size_t>done)
+                masked = False
             if opcode == _TEXT and fin and not compressed:
-                # A whole text message: unmask in place, decode once (which validates).
-                if masked:
-                    asgiws_mask(payload_ptr, payload_ptr, <size_t>length, key, 0)
+                # A whole text message: decode once, which validates.
                 try:
                     payload = PyUnicode_DecodeUTF8(<char *>payload_ptr, <Py_ssize_t>length, NULL)
                 except UnicodeDecodeError:
@@ -326,11 +369,15 @@ cdef class FrameParser:
                     self.message_size = 0
                     self.utf8_state = ASGIWS_UTF8_ACCEPT
                 self.message_size += <Py_ssize_t>length
-                if self.message_opcode == _TEXT and not self.message_compressed and not (
-                        opcode == _TEXT and fin):
+                if text and not (opcode == _TEXT and fin):
                     # A fragment of a text message: fail on the fragment that carries bad bytes.
-                    self.utf8_state = asgiws_utf8_feed(
-                        self.utf8_state, <uint8_t *>PyBytes_AS_STRING(payload), <size_t>length)
+                    if done:
+                        self.utf8_state = asgiws_utf8_feed(
+                            self.partial_utf8, <uint8_t *>PyBytes_AS_STRING(payload) + done,
+                            <size_t>length - done)
+                    else:
+                        self.utf8_state = asgiws_utf8_feed(
+                            self.utf8_state, <uint8_t *>PyBytes_AS_STRING(payload), <size_t>length)
                     if self.utf8_state == ASGIWS_UTF8_REJECT or (
                             fin and self.utf8_state != ASGIWS_UTF8_ACCEPT):
                         self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
