@@ -23,6 +23,7 @@ import collections
 import enum
 import logging
 import time
+import weakref
 from typing import Any, Deque, Dict, Optional
 
 from ..websocket.connection import (
@@ -80,11 +81,36 @@ _STATUS_PHRASES = {
 _DISCONNECT = "websocket.disconnect"
 
 
-def _payload_size(message: Dict[str, Any]) -> int:
-    data = message.get("text")
-    if data is None:
-        data = message.get("bytes")
-    return len(data) if data is not None else 0
+class WriteCoalescer:
+    """One per event loop: the frames each connection sends during a loop iteration leave in
+    one write (one syscall) at the start of the next, instead of one syscall per frame."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.dirty: list = []
+        self.scheduled = False
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> "WriteCoalescer":
+        coalescer = _coalescers.get(loop)
+        if coalescer is None:
+            coalescer = _coalescers[loop] = cls(loop)
+        return coalescer
+
+    def add(self, protocol: "WebSocketProtocol") -> None:
+        self.dirty.append(protocol)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for protocol in dirty:
+            protocol._flush()
+
+
+_coalescers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer]" = weakref.WeakKeyDictionary()
 
 
 class WebSocketProtocol(asyncio.BufferedProtocol):
@@ -100,6 +126,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.state = AppState.CONNECTING
         # Receive side: queued events for the app, the future it waits on, flow control.
         self.queue: Deque[Dict[str, Any]] = collections.deque()
+        self.queue_sizes: Deque[int] = collections.deque()  # payload size of each queued event
         self.waiter: Optional[asyncio.Future] = None
         self.connect_delivered = False
         self.disconnect_queued = False
@@ -108,7 +135,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.read_high_water = config.ws_read_high_water
         self.read_low_water = self.read_high_water // 4
         self.reading_paused = False
-        # Send side: transport backpressure.
+        # Send side: frames waiting for this loop iteration's flush, transport backpressure.
+        self.out: list = []
+        self.out_bytes = 0
+        self.write_high_water = config.ws_high_water
+        self.coalescer = WriteCoalescer.for_loop(self.loop)
         self.write_paused = False
         self.drain_waiters: Deque[asyncio.Future] = collections.deque()
         # Timers.
@@ -216,6 +247,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server_state.connections.discard(self)
+        self.out = []  # unsent frames have nowhere to go
         for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
                       self.pong_timer):
             if timer is not None:
@@ -247,10 +279,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             kind = type(event)
             if kind is str:
                 queue.append({"type": "websocket.receive", "text": event})
-                size = len(event)
             elif kind is bytes:
                 queue.append({"type": "websocket.receive", "bytes": event})
-                size = len(event)
             elif kind is CloseReceived:
                 self._close_received(event)
                 continue
@@ -261,11 +291,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 continue
             else:
                 continue
+            size = len(event)
+            self.queue_sizes.append(size)
             self.messages_in += 1
             self.bytes_in += size
             self.queued_bytes += size
         if conn.outgoing:
-            self.transport.writelines(conn.data_to_send())  # Pongs, written inline
+            for frame in conn.data_to_send():  # Pongs, written inline
+                self._write(frame)
         if conn.failure is not None and not self.failure_pending:
             self._fail_after_queue()
         if self.queued_bytes > self.read_high_water and not self.reading_paused:
@@ -297,27 +330,28 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         logger.info("WebSocket %s failed: %s %s", self.scope.get("path"), failure.code,
                     failure.reason)
         if self.status == 101 and self.conn.state is State.OPEN:
-            self.transport.write(self.conn.send_close(failure.code, failure.reason))
+            self._write(self.conn.send_close(failure.code, failure.reason))
         self.closed_by = "server"
         self._queue_disconnect(failure.code, failure.reason)
         # Nothing after a violation can be parsed: close TCP now (RFC 6455 §7.1.7).
-        self.transport.close()
+        self._close_transport()
 
     def _close_received(self, event: CloseReceived) -> None:
         conn = self.conn
         if not self.closed_by:
             self.closed_by = "peer"
-        if conn.outgoing:
-            self.transport.writelines(conn.data_to_send())  # the Close echo
+        for frame in conn.data_to_send():  # the Close echo
+            self._write(frame)
         self._queue_disconnect(event.code, event.reason)
         # The server closes the TCP connection first (RFC 6455 §7.1.1).
-        self.transport.close()
+        self._close_transport()
 
     def _queue_disconnect(self, code: int, reason: str) -> None:
         if self.disconnect_queued:
             return
         self.disconnect_queued = True
         self.queue.append({"type": _DISCONNECT, "code": code, "reason": reason})
+        self.queue_sizes.append(0)
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -343,13 +377,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 finally:
                     self.waiter = None
         message = queue.popleft()
+        self.queued_bytes -= self.queue_sizes.popleft()
+        if self.reading_paused and self.queued_bytes <= self.read_low_water:
+            self.reading_paused = False
+            self.transport.resume_reading()
         if message["type"] is _DISCONNECT:
             self.disconnect_delivered = True
-        elif self.queued_bytes:
-            self.queued_bytes -= _payload_size(message)
-            if self.reading_paused and self.queued_bytes <= self.read_low_water:
-                self.reading_paused = False
-                self.transport.resume_reading()
         return message
 
     async def send(self, message: Dict[str, Any]) -> None:
@@ -366,7 +399,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             conn = self.conn
             if conn.state is not State.OPEN or self.transport.is_closing():
                 raise ClientDisconnected("WebSocket is closed")
-            self.transport.write(conn.send_message(data))
+            self._write(conn.send_message(data))
             self.messages_out += 1
             self.bytes_out += len(data)
             if self.write_paused:
@@ -385,6 +418,33 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if new_state is None:
             raise UnexpectedASGIMessage(self.state, message_type)
         self.state = new_state
+
+    def _write(self, frame: bytes) -> None:
+        """Queue a frame for this loop iteration's flush; flush at once past the high-water
+        mark so the transport's backpressure (pause_writing) sees it."""
+        if not self.out:
+            self.coalescer.add(self)
+        self.out.append(frame)
+        self.out_bytes += len(frame)
+        if self.out_bytes >= self.write_high_water:
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            self.out_bytes = 0
+            if not self.transport.is_closing():
+                if len(out) == 1:
+                    self.transport.write(out[0])
+                else:
+                    self.transport.writelines(out)
+
+    def _close_transport(self) -> None:
+        """Close TCP after everything queued is written (transport.close() flushes its own
+        buffer; ours goes first)."""
+        self._flush()
+        self.transport.close()
 
     async def _drain(self) -> None:
         waiter = self.loop.create_future()
@@ -448,7 +508,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
         self.closed_by = closed_by
-        self.transport.write(conn.send_close(code, reason))
+        self._write(conn.send_close(code, reason))
+        self._flush()
         if self.config.ws_close_timeout is not None:
             self.close_timer = self.loop.call_later(self.config.ws_close_timeout,
                                                     self._close_timed_out)
@@ -486,7 +547,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
         self.ping_payload = random_ping_payload()
-        self.transport.write(conn.send_ping(self.ping_payload))
+        self._write(conn.send_ping(self.ping_payload))
         timeout = self.config.ws_ping_timeout
         if timeout and self.pong_timer is None:
             self.pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
@@ -519,7 +580,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             elif self.state is AppState.CONNECTED:
                 self._close(CloseCode.NORMAL_CLOSURE, "", closed_by="app")
             elif self.state is AppState.DENIAL:
-                self.transport.close()
+                self._close_transport()
         finally:
             if self.accept_timer is not None:
                 self.accept_timer.cancel()

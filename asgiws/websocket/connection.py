@@ -119,8 +119,8 @@ class Connection:
             return events
         for frame in frames:
             opcode = frame.opcode
-            if opcode == OP_TEXT and frame.fin and not frame.rsv1:
-                # The hot path: a whole, uncompressed text message, already decoded.
+            if frame.fin and OP_CONTINUATION < opcode <= OP_BINARY and not frame.rsv1:
+                # The hot path: a whole, uncompressed message (text already decoded).
                 if self.state is State.OPEN:
                     events.append(frame.payload)
             elif opcode <= OP_BINARY:
