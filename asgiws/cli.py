@@ -1,0 +1,149 @@
+"""The `asgiws` command (also `python -m asgiws`).
+
+Every flag, and its ASGIWS_* environment variable, comes from the settings table in
+asgiws.config. Precedence: command line, then environment, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
+
+from asgiws import __version__
+from asgiws.config import BOOL_WORDS, SETTINGS, ConfigError, Setting, settings_from_env, unknown_env_vars
+
+DESCRIPTION = """\
+Serve an ASGI application (Starlette, FastAPI, Django, or plain ASGI 3) over HTTP/1.1 and
+WebSocket, with lifespan events, on uvloop.
+
+APP is the application as module:attribute, e.g. myapp:app for `app` in myapp.py (looked up
+from the current directory; see --app-dir)."""
+
+EPILOG = """\
+examples:
+  asgiws asgiws.demo:app                   the demo: open http://127.0.0.1:8000 in a browser
+  asgiws myapp:app --port 8080             your app on port 8080
+  asgiws myapp:app --host 0.0.0.0          reachable from other machines
+  asgiws myapp:create_app --factory        call create_app() to get the app
+  asgiws myapp:app --uds /run/myapp.sock   behind nginx, on a Unix socket
+  ASGIWS_PORT=9000 asgiws myapp:app        any flag as an environment variable
+
+Every flag has an environment variable: --ws-max-size is ASGIWS_WS_MAX_SIZE, and the app is
+ASGIWS_APP. A flag wins over its environment variable. Values: `none` switches off the settings
+that allow it; bools take true/false (or --no-FLAG). The full list: docs/settings.md.
+
+exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 if the server could not start,
+2 for invalid arguments."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: the user typed one thing wrong.
+        self.exit(2, f"asgiws: error: {message} (see asgiws --help)\n")
+
+
+def _converter(entry: Setting) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return entry.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = entry.name
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="asgiws",
+        usage="asgiws [options] APP",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("app", nargs="?", metavar="APP", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=version_text())
+    groups: Dict[str, Any] = {}
+    for entry in SETTINGS:
+        if entry.name == "app":
+            continue
+        group = groups.get(entry.group)
+        if group is None:
+            group = groups[entry.group] = parser.add_argument_group(entry.group.lower())
+        help_text = f"{entry.help} [default: {entry.default_text}; env: {entry.env}]".replace("%", "%%")
+        if entry.is_bool:
+            group.add_argument(
+                entry.flag, dest=entry.name, action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS, help=help_text,
+            )  # fmt: skip
+        else:
+            metavar = entry.parse.metavar
+            group.add_argument(
+                entry.flag, dest=entry.name, type=_converter(entry), default=argparse.SUPPRESS,
+                metavar=metavar if "|" in entry.parse.kind else metavar.upper(), help=help_text,
+            )  # fmt: skip
+    return parser
+
+
+def version_text() -> str:
+    return f"asgiws {__version__} ({platform.python_implementation()} {platform.python_version()} on {platform.system()})"
+
+
+def normalise_bool_flags(argv: Sequence[str]) -> List[str]:
+    """Accept uvicorn's `--ws-per-message-deflate false` and `--flag=false` as `--no-flag`.
+
+    A bare bool word after a bool flag is its value, never APP: an app is always module:attribute.
+    """
+    bool_flags = {entry.flag for entry in SETTINGS if entry.is_bool}
+    result: List[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            result += argv[index:]
+            break
+        flag, equals, value = arg.partition("=")
+        if flag in bool_flags and equals:
+            result.append(_bool_flag(flag, value))
+        elif arg in bool_flags and index + 1 < len(argv) and argv[index + 1].lower() in BOOL_WORDS:
+            index += 1
+            result.append(_bool_flag(arg, argv[index]))
+        else:
+            result.append(arg)
+        index += 1
+    return result
+
+
+def _bool_flag(flag: str, value: str) -> str:
+    try:
+        on = BOOL_WORDS[value.lower()]
+    except KeyError:
+        _ArgumentParser(prog="asgiws").error(f"argument {flag}: expected true or false, got {value!r}")
+    return flag if on else "--no-" + flag[2:]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(normalise_bool_flags(sys.argv[1:] if argv is None else argv))
+    try:
+        settings = settings_from_env()
+    except ConfigError as exc:
+        parser.error(str(exc))
+    settings.update(vars(args))
+    if settings.get("app") is None:
+        parser.error("missing APP, the application as module:attribute (e.g. asgiws myapp:app)")
+    for name in unknown_env_vars():
+        print(f"asgiws: warning: ignoring {name}, which is not a setting", file=sys.stderr)
+
+    from asgiws.server import run
+
+    try:
+        run(**settings)
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,372 @@
+"""Every asgiws setting, in one table.
+
+`Config` is a dataclass; each field is declared with `setting(...)`, which records its default,
+one line of what it is for, how it parses from text, and which `--help` group it belongs to. From
+that one table the rest is derived:
+
+- the command-line flag: `port` → `--port`, `ws_max_size` → `--ws-max-size`; a bool gets
+  `--name` / `--no-name`;
+- the environment variable: `port` → `ASGIWS_PORT`;
+- `docs/settings.md`, which `tests/test_config_docs.py` checks against `SETTINGS`.
+
+This module imports nothing heavier than the standard library: the CLI builds its parser from it
+before anything else (httptools, uvloop, the C codec) is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+ASGIApp = Callable[..., Any]
+
+
+class ConfigError(ValueError):
+    """A setting has a value it cannot take. The message names the setting, and is one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Value parsers: text (a flag or an environment variable) → value, with range checks.
+# A parser is also used to check values given from Python (`Config(port=-1)`).
+# ---------------------------------------------------------------------------------------------
+
+BOOL_WORDS = {
+    "true": True, "yes": True, "on": True, "1": True,
+    "false": False, "no": False, "off": False, "0": False,
+}  # fmt: skip
+
+
+class ValueParser:
+    """Parses one kind of setting value from text and checks a value's range.
+
+    `kind` is what `--help` and docs/settings.md show as the value's type (e.g. `seconds|none`).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        convert: Callable[[str], Any],
+        check: Callable[[Any], Optional[str]] = lambda value: None,
+        nullable: bool = False,
+    ) -> None:
+        self.kind = kind
+        self._convert = convert
+        self._check = check
+        self.nullable = nullable  # `none` (any case) and None are accepted and mean "disabled"
+
+    def __call__(self, text: str) -> Any:
+        text = text.strip()
+        if self.nullable and text.lower() == "none":
+            return None
+        try:
+            value = self._convert(text)
+        except ValueError:
+            raise ValueError(f"expected {self.describe()}, got {text!r}") from None
+        self.check(value)
+        return value
+
+    def check(self, value: Any) -> None:
+        if value is None and self.nullable:
+            return
+        problem = self._check(value)
+        if problem is not None:
+            raise ValueError(f"expected {problem}, got {value!r}")
+
+    @property
+    def metavar(self) -> str:
+        """The value's type as --help and docs/settings.md show it, e.g. `seconds|none`."""
+        return self.kind + ("|none" if self.nullable else "")
+
+    def describe(self) -> str:
+        return {
+            "int": "an integer",
+            "seconds": "a number of seconds",
+            "bytes": "a number of bytes",
+            "bool": "true or false",
+        }.get(self.kind.split("|")[0], self.kind) + (" or none" if self.nullable else "")
+
+
+def _to_bool(text: str) -> bool:
+    try:
+        return BOOL_WORDS[text.lower()]
+    except KeyError:
+        raise ValueError(text) from None
+
+
+def _is(types: Any, problem: str, ok: Callable[[Any], bool]) -> Callable[[Any], Optional[str]]:
+    """A range check: `problem` (what was expected) unless the value has one of `types` and is `ok`."""
+
+    def check(value: Any) -> Optional[str]:
+        # bool is an int subclass, but `port=True` is a mistake, not port 1.
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            return problem
+        return None if isinstance(value, types) and ok(value) else problem
+
+    return check
+
+
+text_value = ValueParser("text", str, _is(str, "text", lambda v: True))
+path_or_none = ValueParser("path", str, _is(str, "a path", bool), nullable=True)
+bool_value = ValueParser("bool", _to_bool, _is(bool, "true or false", lambda v: True))
+port_value = ValueParser("int", int, _is(int, "a port number 0-65535", lambda v: 0 <= v <= 65535))
+fd_or_none = ValueParser("int", int, _is(int, "a file descriptor >= 0", lambda v: v >= 0), nullable=True)
+count_value = ValueParser("int", int, _is(int, "an integer >= 1", lambda v: v >= 1))
+count_or_none = ValueParser("int", int, _is(int, "an integer >= 1", lambda v: v >= 1), nullable=True)
+bytes_value = ValueParser("bytes", int, _is(int, "a number of bytes >= 1", lambda v: v >= 1))
+seconds_value = ValueParser(
+    "seconds", float, _is((int, float), "a number of seconds >= 0", lambda v: v >= 0)
+)
+positive_seconds = ValueParser(
+    "seconds", float, _is((int, float), "a number of seconds > 0", lambda v: v > 0)
+)
+seconds_or_none = ValueParser(
+    "seconds", float, _is((int, float), "a number of seconds > 0", lambda v: v > 0), nullable=True
+)
+# RFC 6455 §7.4: codes an endpoint may send. 1004-1006 and 1015 are reserved / never on the wire.
+close_code_value = ValueParser(
+    "int",
+    int,
+    _is(int, "a close code 1000-4999 other than 1004, 1005, 1006, 1015",
+        lambda v: 1000 <= v <= 4999 and v not in (1004, 1005, 1006, 1015)),
+)  # fmt: skip
+
+
+def _root_path_check(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or (value and not value.startswith("/")) or value.endswith("/"):
+        return 'empty, or a path starting with "/" and not ending with "/"'
+    return None
+
+
+root_path_value = ValueParser("text", str, _root_path_check)
+
+
+def choice(*choices: str) -> ValueParser:
+    def check(value: Any) -> Optional[str]:
+        return None if value in choices else "one of " + ", ".join(choices)
+
+    return ValueParser("|".join(choices), lambda text: text.lower(), check)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table, as the CLI and the docs see it."""
+
+    name: str
+    default: Any
+    help: str
+    parse: ValueParser
+    group: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "ASGIWS_" + self.name.upper()
+
+    @property
+    def is_bool(self) -> bool:
+        return self.parse is bool_value
+
+    @property
+    def default_text(self) -> str:
+        """The default as a user would type it: `none`, `true`, `""`, `127.0.0.1`, `16777216`."""
+        value = self.default
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value == "":
+            return '""'
+        return str(value)
+
+
+def setting(default: Any, help: str, parse: ValueParser, group: str) -> Any:
+    return dataclasses.field(
+        default=default, metadata={"asgiws": {"help": help, "parse": parse, "group": group}}
+    )
+
+
+LISTEN, APP, LIMITS, WS, LOGGING = (
+    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging",
+)  # fmt: skip
+
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+LIFESPAN_CHOICES = ("auto", "on", "off")
+LOG_LEVEL_CHOICES = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass
+class Config:
+    """Everything the server needs to know, with defaults that are safe to run in production."""
+
+    # The app itself is positional on the command line (`asgiws module:attribute`).
+    app: Union[str, ASGIApp, None] = setting(
+        None, "The ASGI application, as module:attribute (e.g. myapp:app), or an ASGI callable from Python.",
+        text_value, APP)  # fmt: skip
+
+    host: str = setting(
+        "127.0.0.1", 'Address to bind; "0.0.0.0" for every IPv4 interface, "::" for IPv6. Local-only by default.',
+        text_value, LISTEN)  # fmt: skip
+    port: int = setting(8000, "TCP port to bind; 0 picks a free port (the startup line shows which).",
+                        port_value, LISTEN)
+    uds: Optional[str] = setting(
+        None, "Listen on this Unix domain socket path instead of host/port (a stale socket file is removed).",
+        path_or_none, LISTEN)  # fmt: skip
+    fd: Optional[int] = setting(
+        None, "Serve on an already-listening socket inherited as this file descriptor (e.g. systemd).",
+        fd_or_none, LISTEN)  # fmt: skip
+    backlog: int = setting(2048, "Queue length for connections not yet accepted (listen(2) backlog).",
+                           count_value, LISTEN)
+
+    loop: str = setting("auto", "Event loop: auto uses uvloop when it is installed, else asyncio.",
+                        choice(*LOOP_CHOICES), APP)
+    lifespan: str = setting(
+        "auto", "ASGI lifespan events: auto runs them if the app supports them, on requires them, off skips them.",
+        choice(*LIFESPAN_CHOICES), APP)  # fmt: skip
+    factory: bool = setting(False, "Treat APP as a factory: call it with no arguments to get the ASGI app.",
+                            bool_value, APP)
+    app_dir: str = setting(".", "Directory put first on sys.path before importing APP.", text_value, APP)
+    root_path: str = setting(
+        "", 'Path prefix the app is mounted under behind a proxy (ASGI "root_path"), e.g. /api.',
+        root_path_value, APP)  # fmt: skip
+
+    timeout_keep_alive: float = setting(
+        5, "Close an idle keep-alive connection after this many seconds without a new request.",
+        seconds_value, LIMITS)  # fmt: skip
+    timeout_header: float = setting(
+        10.0, "Close a connection whose request head is not complete this many seconds after it began (slowloris).",
+        positive_seconds, LIMITS)  # fmt: skip
+    limit_max_head: int = setting(
+        65536, "Largest request head (request line + headers) in bytes; larger gets HTTP 431.",
+        bytes_value, LIMITS)  # fmt: skip
+    limit_max_headers: int = setting(100, "Most header fields in a request; more gets HTTP 431.",
+                                     count_value, LIMITS)
+    limit_concurrency: Optional[int] = setting(
+        None, "Answer HTTP 503 once this many connections or app tasks are live (none: no limit).",
+        count_or_none, LIMITS)  # fmt: skip
+    timeout_graceful_shutdown: float = setting(
+        30.0, "On shutdown, wait this long for connections and app tasks to finish before cancelling them.",
+        seconds_value, LIMITS)  # fmt: skip
+
+    ws_max_size: int = setting(
+        16 * 1024 * 1024, "Largest WebSocket message in bytes (after decompression); larger closes with 1009.",
+        bytes_value, WS)  # fmt: skip
+    ws_ping_interval: Optional[float] = setting(
+        20.0, "Send a WebSocket Ping after this many idle seconds, to find dead peers and keep proxies open (none: never).",
+        seconds_or_none, WS)  # fmt: skip
+    ws_ping_timeout: Optional[float] = setting(
+        20.0, "Drop a WebSocket connection whose Pong does not arrive within this many seconds (none: wait forever).",
+        seconds_or_none, WS)  # fmt: skip
+    ws_per_message_deflate: bool = setting(
+        True, "Offer permessage-deflate compression (RFC 7692) to WebSocket clients that ask for it.",
+        bool_value, WS)  # fmt: skip
+    ws_close_timeout: float = setting(
+        10.0, "After sending a Close, drop the TCP connection if the peer's Close has not come within this many seconds.",
+        positive_seconds, WS)  # fmt: skip
+    ws_accept_timeout: float = setting(
+        10.0, "Fail the WebSocket handshake if the app has not accepted or closed within this many seconds.",
+        positive_seconds, WS)  # fmt: skip
+    ws_shutdown_close_code: int = setting(
+        1012, "Close code sent to every WebSocket on server shutdown (1012: service restart, clients reconnect).",
+        close_code_value, WS)  # fmt: skip
+    ws_high_water: int = setting(
+        65536, "WebSocket write buffer high-water mark in bytes: await send() waits while more than this is unsent.",
+        bytes_value, WS)  # fmt: skip
+    ws_read_high_water: int = setting(
+        1048576, "Pause reading a WebSocket once this many received bytes wait for the app; resume below a quarter.",
+        bytes_value, WS)  # fmt: skip
+
+    log_level: str = setting("info", "Log level of the asgiws loggers.", choice(*LOG_LEVEL_CHOICES), LOGGING)
+    access_log: bool = setting(True, 'Log one line per HTTP request to the "asgiws.access" logger.',
+                               bool_value, LOGGING)
+
+    def __post_init__(self) -> None:
+        # Values from Python are checked like values from the command line, so a bad one fails
+        # here with the setting's name rather than deep inside the server.
+        for entry in SETTINGS:
+            value = getattr(self, entry.name)
+            if entry.name == "app":
+                continue
+            if isinstance(value, str) and not isinstance(entry.default, str) and entry.parse is not path_or_none:
+                # Text for a number, bool or none: "8000" from an env-like source, say.
+                value = parse_setting(entry, value)
+                setattr(self, entry.name, value)
+            try:
+                entry.parse.check(value)
+            except ValueError as exc:
+                raise ConfigError(f"{entry.name}: {exc}") from None
+        if sum(x is not None for x in (self.uds, self.fd)) > 1:
+            raise ConfigError("uds and fd: give at most one of them")
+        self.loaded_app: Optional[ASGIApp] = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.loaded_app is not None
+
+    def load(self) -> ASGIApp:
+        """Import the app (once), call it if it is a factory, and adapt ASGI 2 to ASGI 3.
+
+        Raises `AppImportError` (one-line message) when the app cannot be imported.
+        """
+        if self.loaded_app is None:
+            from asgiws.asgi.app import load_app
+
+            self.loaded_app = load_app(self.app, factory=self.factory, app_dir=self.app_dir)
+        return self.loaded_app
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """A new event loop of the configured kind. uvloop is imported only here."""
+        if self.loop in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if self.loop == "uvloop":
+                    raise ConfigError("loop: uvloop is not installed (pip install uvloop)") from None
+            else:
+                return uvloop.new_event_loop()
+        return asyncio.new_event_loop()
+
+
+SETTINGS: Tuple[Setting, ...] = tuple(
+    Setting(name=f.name, default=f.default, **f.metadata["asgiws"]) for f in dataclasses.fields(Config)
+)
+SETTINGS_BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def parse_setting(entry: Setting, text: str) -> Any:
+    """Parse `text` for `entry`; raise ConfigError naming the setting."""
+    try:
+        return entry.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{entry.name}: {exc}") from None
+
+
+def settings_from_env(environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Settings given as ASGIWS_* environment variables, parsed. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for entry in SETTINGS:
+        if entry.env in environ:
+            try:
+                found[entry.name] = entry.parse(environ[entry.env])
+            except ValueError as exc:
+                raise ConfigError(f"{entry.env}: {exc}") from None
+    return found
+
+
+def unknown_env_vars(environ: Optional[Dict[str, str]] = None) -> list:
+    """ASGIWS_* variables that match no setting: most likely typos, worth a warning."""
+    environ = os.environ if environ is None else environ
+    known = {entry.env for entry in SETTINGS}
+    return sorted(name for name in environ if name.startswith("ASGIWS_") and name not in known)
+

@@ -1,0 +1,891 @@
+"""HTTP/1.1 (RFC 9112) for the ASGI `http` scope (asgiref www spec 2.5), over httptools (llhttp).
+
+One `HttpProtocol` per TCP connection, one `RequestCycle` per request on it.
+
+A connection serves requests one at a time, in order:
+
+    idle ──first byte──▶ head ──headers complete──▶ request in flight ──response complete──▶ idle
+     │ keep-alive timer   │ header timer                │                                      │
+     └──▶ close           └──▶ close / 400 / 431        └─ more requests already parsed? ──────┘
+                                                           start the next one (pipelining)
+
+- Pipelining (RFC 9112 §9.3.2): httptools parses everything in a read, so several requests can
+  arrive at once. Requests whose heads are parsed while another is in flight wait in
+  `_pipeline`, and reading pauses until they have run: responses go out in request order, and a
+  client can queue at most one read's worth of requests.
+- Request bodies are buffered per request until the app calls `receive()`; past
+  REQUEST_BODY_HIGH_WATER reading pauses, so a slow app slows the client instead of growing
+  memory.
+- `await send()` returns once the bytes are handed to the transport and the transport's write
+  buffer is under its high-water mark (`pause_writing` / `resume_writing`).
+- A WebSocket handshake (`Upgrade: websocket`) is not given to the http app: the transport is
+  handed to `asgiws.asgi.websocket.WebSocketProtocol` with the scope built here and the bytes
+  that followed the head, at the offset httptools reported; nothing is parsed twice. That layer
+  checks the handshake and answers it (101, or 400 / 426). Other upgrades (h2c, ...) are
+  ignored, as RFC 9110 §7.8 allows, and the request is served as plain HTTP.
+- An error response the server writes itself (400, 431, 500) ends the connection with a
+  lingering close (FIN, then drain), so the client reads it rather than a reset.
+
+Peer misbehaviour (malformed requests, oversized heads, timeouts) is answered and logged at
+info/debug, never as an error with a traceback: it is not the server's fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import http
+import logging
+import re
+import time
+import urllib.parse
+from collections import deque
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import httptools
+
+from asgiws.asgi import ClientDisconnected, UnexpectedMessage
+
+if TYPE_CHECKING:
+    from asgiws.config import Config
+    from asgiws.server import ServerState
+
+logger = logging.getLogger("asgiws.error")
+access_logger = logging.getLogger("asgiws.access")
+
+# Request body bytes buffered for the app before reading pauses (the app is not calling receive).
+REQUEST_BODY_HIGH_WATER = 65536
+
+# Bodies smaller than this are joined with their head / chunk framing into one write.
+JOIN_LIMIT = 65536
+
+# After an error response, how long to keep draining what the client still sends before closing.
+LINGER_TIMEOUT = 2.0
+
+SERVER_HEADER = b"server: asgiws\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+
+# RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in a field value): a header the
+# app sends must not be able to split the response.
+INVALID_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+INVALID_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+_date_second = -1
+_date_value = b""
+
+
+def http_date() -> bytes:
+    """The `Date` header value (RFC 9110 §6.6.1), formatted at most once per second."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_value = now, formatdate(now, usegmt=True).encode("ascii")
+    return _date_value
+
+
+class _Reject(Exception):
+    """Raised from a parser callback to answer the request with an error status and close."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _HandOff(Exception):
+    """Raised from on_message_complete to stop httptools after a WebSocket handshake it did not
+    treat as an upgrade (no `Connection: upgrade`)."""
+
+
+class ResponsePhase(enum.Enum):
+    WAITING_START = "waiting for http.response.start"
+    HEAD_PENDING = "head pending"  # start received; the head is written with the first body, so
+    #                                until then an app error can still become a 500
+    STREAMING = "streaming"  # head written; more body to come
+    COMPLETE = "complete"  # last body written; later messages are ignored (ASGI spec)
+
+
+class Framing(enum.Enum):
+    """How the response body is delimited (RFC 9112 §6)."""
+
+    NONE = "none"  # HEAD, 1xx, 204, 304: no body on the wire
+    LENGTH = "content-length"
+    CHUNKED = "chunked"
+    CLOSE = "close-delimited"  # HTTP/1.0 without Content-Length: the end of the body is the close
+
+
+class RequestCycle:
+    """One request and its response: the `receive` / `send` pair an app call gets."""
+
+    def __init__(self, conn: HttpProtocol, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive  # False: close the connection after this response
+        self.expect_100_continue = expect_100_continue  # client waits for "100 Continue" before the body
+        self.disconnected = False
+        self.message_event = asyncio.Event()  # body arrived, request complete, response complete, or disconnect
+
+        # Request body, as httptools handed it over; joined only when the app takes it.
+        self.request_complete = False
+        self.body_chunks: List[bytes] = []
+        self.body_buffered = 0
+        self._final_body_delivered = False
+
+        # Response
+        self.phase = ResponsePhase.WAITING_START
+        self.status = 0
+        self._header_lines: List[bytes] = []
+        self._content_length: Optional[int] = None
+        self._has_server = self._has_date = self._sent_connection_close = False
+        self._framing = Framing.NONE
+        self._remaining = 0  # Framing.LENGTH: body bytes still owed
+
+    # -- the app call ------------------------------------------------------------------------
+
+    async def run_asgi(self, app: Callable) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            # Raised by our own send() after the client went away (ASGI www 2.4): not an app error.
+            logger.debug("Client disconnected while the app was sending.")
+        except asyncio.CancelledError:
+            # Graceful shutdown ran out of time: drop the connection with the task.
+            self.conn.close_transport()
+            raise
+        except Exception as exc:
+            logger.error("Exception in ASGI application", exc_info=exc)
+            self._answer_app_failure()
+        else:
+            if result is not None:
+                logger.error("ASGI callable returned %r; it must return None.", result)
+            if self.phase is not ResponsePhase.COMPLETE and not self.disconnected:
+                what = "starting" if self.phase is ResponsePhase.WAITING_START else "completing"
+                logger.error("ASGI callable returned without %s the response.", what)
+                self._answer_app_failure()
+
+    def _answer_app_failure(self) -> None:
+        if self.disconnected or self.phase is ResponsePhase.COMPLETE:
+            return
+        if self.phase in (ResponsePhase.WAITING_START, ResponsePhase.HEAD_PENDING):
+            # Nothing on the wire yet: the client can still get a proper answer.
+            self.phase = ResponsePhase.COMPLETE
+            self.message_event.set()
+            self.conn.log_access(self.scope, 500)
+            self.conn.write_error_response(500, "Internal Server Error")
+        else:
+            # Part of the response is out: closing is the only honest signal left.
+            self.conn.close_transport()
+
+    # -- receive -----------------------------------------------------------------------------
+
+    async def receive(self) -> Dict[str, Any]:
+        if self.expect_100_continue:
+            # RFC 9110 §10.1.1: the client holds the body back until told to send it; the app
+            # asking for the body is the sign that it wants it.
+            self.expect_100_continue = False
+            if self.phase is ResponsePhase.WAITING_START and not self.disconnected and not self.request_complete:
+                self.conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        while True:
+            if self.disconnected or self.phase is ResponsePhase.COMPLETE:
+                return {"type": "http.disconnect"}
+            if not self._final_body_delivered and (self.body_chunks or self.request_complete):
+                chunks = self.body_chunks
+                # Copies: none when one chunk waited (the common case), else one join.
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.body_chunks = []
+                self.body_buffered = 0
+                more_body = not self.request_complete
+                self._final_body_delivered = not more_body
+                self.conn.body_consumed()
+                return {"type": "http.request", "body": body, "more_body": more_body}
+            self.message_event.clear()
+            await self.message_event.wait()
+
+    # -- send --------------------------------------------------------------------------------
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        message_type = message["type"]
+        phase = self.phase
+        if self.disconnected or (phase is not ResponsePhase.COMPLETE and self.conn.transport.is_closing()):
+            raise ClientDisconnected("the HTTP connection is closed")
+        if phase is ResponsePhase.WAITING_START and message_type == "http.response.start":
+            self._start(message)
+        elif message_type == "http.response.body" and phase in (ResponsePhase.HEAD_PENDING, ResponsePhase.STREAMING):
+            self._write_body(message.get("body", b""), message.get("more_body", False))
+            if self.conn.write_paused:
+                await self.conn.drain()
+        elif phase is ResponsePhase.COMPLETE:
+            return  # "any further messages on the channel will be ignored"
+        else:
+            raise UnexpectedMessage(phase, message_type)
+
+    def _start(self, message: Dict[str, Any]) -> None:
+        status = message["status"]
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise RuntimeError(f"Invalid HTTP status {status!r}.")
+        lines = []
+        for name, value in message.get("headers", ()):
+            if INVALID_HEADER_NAME.search(name) or INVALID_HEADER_VALUE.search(value):
+                raise RuntimeError(f"Invalid HTTP response header {name!r}: {value!r}.")
+            lowered = name.lower()
+            if lowered == b"content-length":
+                try:
+                    self._content_length = int(value)
+                except ValueError:
+                    raise RuntimeError(f"Invalid Content-Length {value!r}.") from None
+            elif lowered == b"transfer-encoding":
+                continue  # ASGI: the server frames the body itself and ignores the app's header
+            elif lowered == b"connection":
+                if b"close" in [token.strip().lower() for token in value.split(b",")]:
+                    self.keep_alive = False
+                    self._sent_connection_close = True
+            elif lowered == b"server":
+                self._has_server = True
+            elif lowered == b"date":
+                self._has_date = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+        self.status = status
+        self._header_lines = lines
+        self.phase = ResponsePhase.HEAD_PENDING
+
+    def _head(self, first_body: bytes, more_body: bool) -> bytes:
+        """The status line and headers, now that the first body chunk tells how to frame the body."""
+        status = self.status
+        lines = [STATUS_LINES[status]]
+        if not self._has_date:
+            lines.append(b"date: " + http_date() + b"\r\n")
+        if not self._has_server:
+            lines.append(SERVER_HEADER)
+        lines += self._header_lines
+        if self.scope["method"] == "HEAD" or status < 200 or status in (204, 304):
+            self._framing = Framing.NONE
+        elif self._content_length is not None:
+            self._framing, self._remaining = Framing.LENGTH, self._content_length
+        elif not more_body:
+            # The whole body is in hand: say how long it is rather than chunk it.
+            self._framing, self._remaining = Framing.LENGTH, len(first_body)
+            lines.append(b"content-length: %d\r\n" % len(first_body))
+        elif self.scope["http_version"] == "1.1":
+            self._framing = Framing.CHUNKED
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self._framing = Framing.CLOSE
+            self.keep_alive = False
+        if not self.keep_alive and not self._sent_connection_close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _write_body(self, body: bytes, more_body: bool) -> None:
+        parts = []
+        if self.phase is ResponsePhase.HEAD_PENDING:
+            parts.append(self._head(body, more_body))
+        framing = self._framing
+        if framing is Framing.LENGTH:
+            if len(body) > self._remaining:
+                raise RuntimeError("Response body longer than its Content-Length.")
+            self._remaining -= len(body)
+            parts.append(body)
+        elif framing is Framing.CHUNKED:
+            if body:
+                parts += (b"%x\r\n" % len(body), body, b"\r\n")
+            if not more_body:
+                parts.append(b"0\r\n\r\n")
+        elif framing is Framing.CLOSE:
+            parts.append(body)
+        # Framing.NONE: a body given for HEAD / 204 / 304 is dropped.
+
+        if self.phase is ResponsePhase.HEAD_PENDING:
+            self.phase = ResponsePhase.STREAMING
+            self.conn.log_access(self.scope, self.status)
+        if len(parts) == 1:
+            self.conn.transport.write(parts[0])
+        elif len(body) < JOIN_LIMIT:
+            # Copy: a small body is joined with its framing once, for one write and one send().
+            self.conn.transport.write(b"".join(parts))
+        elif parts:
+            self.conn.transport.writelines(parts)  # a large body is not copied (uvloop: writev)
+        if not more_body:
+            if framing is Framing.LENGTH and self._remaining:
+                raise RuntimeError("Response body shorter than its Content-Length.")
+            self.phase = ResponsePhase.COMPLETE
+            self.message_event.set()
+            self.conn.response_complete(self)
+
+
+async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+    """The app that answers when --limit-concurrency is reached."""
+    body = b"Service Unavailable"
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app: Callable,
+        app_state: Dict[str, Any],
+    ) -> None:
+        self.config = config
+        self.server_state = server_state
+        self.app = app
+        self.app_state = app_state  # the lifespan state; each request scope gets a shallow copy
+        self.loop = asyncio.get_event_loop()
+        self.parser = self._new_parser()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._root_path = config.root_path
+        self._raw_root_path = urllib.parse.quote(config.root_path).encode("ascii")
+        self._access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
+
+        # Per connection
+        self._server: Optional[Tuple[Any, Optional[int]]] = None
+        self._client: Optional[Tuple[str, int]] = None
+        self._scheme = "http"
+        self._active: Optional[RequestCycle] = None  # the request whose app runs / response is in flight
+        self._parsing: Optional[RequestCycle] = None  # the request whose body is still arriving
+        self._pipeline: Deque[Tuple[RequestCycle, Callable]] = deque()  # parsed, waiting for _active
+        self._stopped = False  # no more parsing: an error or an upgrade ends HTTP on this connection
+        self._deferred_upgrade: Optional[Tuple[Dict[str, Any], bytes]] = None
+        self._deferred_error: Optional[Tuple[int, str]] = None
+        self._ignored_upgrade: Optional[Tuple[RequestCycle, Optional[bytes]]] = None
+        self._priming = False  # feeding a synthetic head to a fresh parser (see _on_parser_upgrade)
+        self._shutting_down = False
+        self._keep_alive_timer: Optional[asyncio.TimerHandle] = None
+        self._header_timer: Optional[asyncio.TimerHandle] = None
+        self._linger_timer: Optional[asyncio.TimerHandle] = None
+        self._reading_paused = False
+        self.write_paused = False
+        self._writable: Optional[asyncio.Event] = None
+
+        # Per request head, while it is parsed
+        self._head_in_progress = False
+        self._url = b""
+        self._headers: List[Tuple[bytes, bytes]] = []
+        self._head_size = 0  # request-target and header bytes the callbacks have seen
+        self._head_received = 0  # estimate for a head still incomplete after a read (see _feed)
+        self._head_feed = 0  # the _feed call in which the current head began
+        self._feed_count = 0
+        self._messages_begun = 0
+        self._expect_100_continue = False
+        self._upgrade_header: Optional[bytes] = None
+        self._upgrade_scope: Optional[Dict[str, Any]] = None
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
+        try:
+            # Bytes after a `Connection: close` request are ignored rather than a parse error, so
+            # that request still gets its response.
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        except AttributeError:  # httptools < 0.6.2
+            pass
+        return parser
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server_state.connections.add(self)
+        self._server = _address(transport.get_extra_info("sockname"), unix_path=True)
+        self._client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
+        if transport.get_extra_info("sslcontext") is not None:
+            self._scheme = "https"
+        # The first request's head must be complete this long after the connection opened.
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.server_state.connections.discard(self)
+        self._cancel_timers()
+        for cycle in (self._active, self._parsing):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._pipeline.clear()
+        self._deferred_upgrade = None
+        if self._writable is not None:
+            self._writable.set()  # wake senders; their next send() raises ClientDisconnected
+
+    def eof_received(self) -> Optional[bool]:
+        # The client closed its side. Over TCP a half-close and a full close look the same here,
+        # and an app waiting for `http.disconnect` (long-polling, streaming) must learn that the
+        # client left: close, as the other ASGI servers do.
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            if self._deferred_upgrade is not None:  # bytes for the WebSocket, read before the pause took hold
+                scope, leftover = self._deferred_upgrade
+                self._deferred_upgrade = (scope, leftover + data)
+            return
+        if self._keep_alive_timer is not None:
+            self._keep_alive_timer.cancel()
+            self._keep_alive_timer = None
+        self._feed(data)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self._writable is None:
+            self._writable = asyncio.Event()
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._writable is not None:
+            self._writable.set()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is under its high-water mark (or the connection is gone)."""
+        if self.write_paused and self._writable is not None:
+            await self._writable.wait()
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._feed_count += 1
+        between_messages = not self._head_in_progress and self._parsing is None
+        messages_before = self._messages_begun
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._on_parser_upgrade(data, upgrade.args[0])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.reason)
+            elif isinstance(cause, _HandOff):
+                # An invalid handshake (no `Connection: upgrade`): it gets an error answer and
+                # the connection closes, so the bytes after it in this read do not matter.
+                self._upgrade_to_websocket(b"")
+            else:  # a bug in a callback below, not the client's fault
+                logger.error("Error while handling an HTTP request", exc_info=cause or exc)
+                self.close_transport()
+            return
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"Invalid HTTP request: {exc}")
+            return
+
+        if self._head_in_progress and not self._stopped:
+            # The head is still incomplete after this read, and httptools buffers a header field
+            # it has not finished, unseen by on_header. Bound that by counting bytes read: a read
+            # after the one where the head began is all head; so is that first read when it began
+            # between messages and started no other. Otherwise (it also carried the end of an
+            # earlier request) count what the callbacks saw, short by at most that one read.
+            if self._head_feed != self._feed_count:
+                self._head_received += len(data)
+            elif between_messages and self._messages_begun - messages_before == 1:
+                self._head_received = len(data)
+            else:
+                self._head_received = self._head_size
+            if self._head_received > self.config.limit_max_head:
+                self._reject(431, "Request head too large")
+
+    def on_message_begin(self) -> None:
+        if self._priming:
+            return
+        self._head_in_progress = True
+        self._messages_begun += 1
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._head_feed = self._feed_count
+        self._expect_100_continue = False
+        self._upgrade_header = None
+        if self._keep_alive_timer is not None:  # a request in the same read as the previous one's end
+            self._keep_alive_timer.cancel()
+            self._keep_alive_timer = None
+        if self._header_timer is None and self._active is None:
+            self._arm_header_timer()
+
+    def on_url(self, url: bytes) -> None:
+        if self._priming:
+            return
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.config.limit_max_head:
+            raise _Reject(431, "Request head too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._priming:
+            return
+        name = name.lower()
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        if self._head_size > self.config.limit_max_head:
+            raise _Reject(431, "Request head too large")
+        if len(self._headers) > self.config.limit_max_headers:
+            raise _Reject(431, "Too many request headers")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect_100_continue = True
+        elif name == b"upgrade":
+            self._upgrade_header = value
+
+    def on_headers_complete(self) -> None:
+        if self._priming:
+            return
+        self._head_in_progress = False
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+        parser = self.parser
+        http_version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        scope = self._scope(method, http_version)
+
+        if self._upgrade_header is not None and _has_token(self._upgrade_header, b"websocket"):
+            # A WebSocket handshake, valid or not: the WebSocket layer checks it and answers (101,
+            # or 400 / 426). With `Connection: upgrade` llhttp stops at the end of this head and
+            # httptools raises HttpParserUpgrade with the offset; without it the handshake is
+            # invalid, and it is handed over at the end of the message (on_message_complete).
+            self._upgrade_scope = scope
+            return
+
+        upgrade = parser.should_upgrade()
+        keep_alive = (
+            http_version == "1.1" and parser.should_keep_alive() and not self._shutting_down and method != "CONNECT"
+        )
+        cycle = RequestCycle(self, scope, keep_alive, self._expect_100_continue and http_version == "1.1")
+        self._parsing = cycle
+        if upgrade:
+            self._ignored_upgrade = (cycle, _body_framing(self._headers))
+
+        limit = self.config.limit_concurrency
+        app = self.app
+        if limit is not None and (len(self.server_state.tasks) >= limit or len(self.server_state.connections) > limit):
+            logger.warning("Concurrency limit of %d reached: answering 503.", limit)
+            app = service_unavailable
+
+        if self._active is None:
+            self._start_cycle(cycle, app)
+        else:
+            self._pipeline.append((cycle, app))
+            self._update_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self._parsing
+        if cycle is None or cycle.phase is ResponsePhase.COMPLETE or cycle.disconnected:
+            return  # nobody will read it: the response is done, or this is an upgrade request
+        cycle.body_chunks.append(body)
+        cycle.body_buffered += len(body)
+        cycle.message_event.set()
+        if cycle.body_buffered > REQUEST_BODY_HIGH_WATER:
+            self._update_reading()
+
+    def on_message_complete(self) -> None:
+        if self._priming:
+            return
+        cycle = self._parsing
+        if cycle is None:  # a WebSocket handshake: no http cycle
+            if self._upgrade_scope is not None and not self.parser.should_upgrade():
+                raise _HandOff()  # stops the parser; see _feed
+            return
+        if self._ignored_upgrade is not None and self._ignored_upgrade[0] is cycle and self._ignored_upgrade[1]:
+            return  # llhttp skipped this body (it expected a protocol switch); parsed after the upgrade
+        self._parsing = None
+        cycle.request_complete = True
+        cycle.message_event.set()
+        if self._active is None:
+            self._advance()  # the response went out before the body finished arriving
+
+    def _on_parser_upgrade(self, data: bytes, offset: int) -> None:
+        """httptools stopped at the end of a head that asks for a protocol switch."""
+        leftover = data[offset:]  # copy: the bytes after the head, usually none
+        if self._upgrade_scope is not None:
+            self._upgrade_to_websocket(leftover)
+            return
+
+        # Not a WebSocket upgrade: the request is being served as plain HTTP, Upgrade ignored.
+        if self._ignored_upgrade is None:  # pragma: no cover - llhttp reports upgrades at headers complete
+            self._feed(leftover)
+            return
+        cycle, body_framing = self._ignored_upgrade
+        self._ignored_upgrade = None
+        if cycle.scope["method"] == "CONNECT":
+            self._stopped = True  # what follows is tunnel data; the connection closes after the response
+            return
+        if body_framing is not None:
+            # llhttp skipped the body, as it does before a protocol switch, but the body is HTTP
+            # after all. A fresh parser primed with a head stating the same framing parses it
+            # into this request (head callbacks ignore the priming), then carries on as usual.
+            self.parser = self._new_parser()
+            self._priming = True
+            try:
+                self.parser.feed_data(b"POST / HTTP/1.1\r\n" + body_framing + b"\r\n\r\n")
+            finally:
+                self._priming = False
+        if leftover:
+            self._feed(leftover)
+
+    def _upgrade_to_websocket(self, leftover: bytes) -> None:
+        scope, self._upgrade_scope = self._upgrade_scope, None
+        self._stopped = True
+        if self._active is None and not self._pipeline:
+            self._hand_off(scope, leftover)  # type: ignore[arg-type]
+        else:
+            # Responses go out in order: switch once the requests before this one are answered.
+            self._deferred_upgrade = (scope, leftover)  # type: ignore[assignment]
+            self._update_reading()
+
+    def _scope(self, method: str, http_version: str) -> Dict[str, Any]:
+        url = self._url
+        if url == b"*":  # OPTIONS * (RFC 9112 §3.2.4)
+            raw_path, query = url, b""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                if method != "CONNECT":
+                    raise _Reject(400, "Invalid request target") from None
+                raw_path, query = url, b""  # authority-form, "host:port"
+            else:
+                raw_path, query = parsed.path or b"/", parsed.query or b""
+        # llhttp admits only ASCII in the target; %-escapes decode as UTF-8 (invalid → U+FFFD).
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.5"},
+            "http_version": http_version,
+            "server": self._server,
+            "client": self._client,
+            "scheme": self._scheme,
+            "method": method,
+            # `path` and `raw_path` are the full path, root_path included (as ASGI clarified).
+            "root_path": self._root_path,
+            "path": self._root_path + path,
+            "raw_path": self._raw_root_path + raw_path,
+            "query_string": query,
+            "headers": self._headers,
+            "state": self.app_state.copy(),
+        }
+
+    # -- moving between requests -------------------------------------------------------------
+
+    def _start_cycle(self, cycle: RequestCycle, app: Callable) -> None:
+        self._active = cycle
+        task = self.loop.create_task(cycle.run_asgi(app))
+        self.server_state.tasks.add(task)
+        task.add_done_callback(self.server_state.tasks.discard)
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """Called by the cycle once its last body byte is written."""
+        self.server_state.total_requests += 1
+        self._active = None
+        if cycle.keep_alive:
+            self._advance()
+        elif self._parsing is not None:
+            self._linger()  # the client may still be sending a body nobody will read
+        else:
+            self.close_transport()
+
+    def _advance(self) -> None:
+        """Nothing in flight: start the next request, or what the connection is waiting to do."""
+        if self._active is not None or self.transport.is_closing():
+            return
+        if self._pipeline:
+            self._start_cycle(*self._pipeline.popleft())
+        elif self._parsing is not None:
+            # Answered before its body finished arriving: read on and drop the rest, unless the
+            # client is waiting for a "100 Continue" it will now never get.
+            if self._parsing.expect_100_continue:
+                self._linger()
+                return
+        elif self._deferred_upgrade is not None:
+            scope, leftover = self._deferred_upgrade
+            self._deferred_upgrade = None
+            self._hand_off(scope, leftover)
+            return
+        elif self._deferred_error is not None:
+            self.write_error_response(*self._deferred_error)
+            return
+        elif self._head_in_progress:
+            self._arm_header_timer()
+        else:
+            self._keep_alive_timer = self.loop.call_later(self.config.timeout_keep_alive, self._on_keep_alive_timeout)
+        self._update_reading()
+
+    def body_consumed(self) -> None:
+        """The app took the buffered body: reading may resume."""
+        if self._reading_paused:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        parsing = self._parsing
+        pause = (
+            bool(self._pipeline)
+            or self._deferred_upgrade is not None
+            or self._deferred_error is not None
+            or (parsing is not None and parsing.body_buffered > REQUEST_BODY_HIGH_WATER)
+        )
+        if pause != self._reading_paused and not self.transport.is_closing():
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _hand_off(self, scope: Dict[str, Any], leftover: bytes) -> None:
+        """Give the transport to the WebSocket protocol: it validates the handshake and answers."""
+        try:
+            # Imported here: the WebSocket layer loads the C codec, which HTTP-only use never needs.
+            from asgiws.asgi.websocket import WebSocketProtocol
+        except ImportError as exc:
+            logger.error("WebSocket support is unavailable (%s); answering 500.", exc)
+            self.write_error_response(500, "WebSocket support is unavailable")
+            return
+        self._cancel_timers()
+        ws = WebSocketProtocol(
+            config=self.config, server_state=self.server_state, app=self.app, app_state=self.app_state
+        )
+        transport = self.transport
+        transport.set_protocol(ws)
+        self.server_state.connections.discard(self)
+        if self._reading_paused:  # the WebSocket protocol starts with reading on
+            self._reading_paused = False
+            transport.resume_reading()
+        ws.upgrade(transport, scope, leftover)
+
+    # -- errors, timeouts, shutdown ----------------------------------------------------------
+
+    def _reject(self, status: int, reason: str) -> None:
+        """The client sent something we cannot serve: answer `status` once the responses before
+        it are out, then close."""
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s: %d %s", _client_text(self._client), status, reason)
+        self._stopped = True
+        self._head_in_progress = False
+        self._cancel_timers()
+        if self._parsing is not None:
+            # Broken in the middle of a body: no answer can be framed sanely.
+            self.close_transport()
+        elif self._active is None and not self._pipeline:
+            self.write_error_response(status, reason)
+        else:
+            self._deferred_error = (status, reason)
+            self._update_reading()
+
+    def write_error_response(self, status: int, reason: str) -> None:
+        """A small text/plain response the server writes itself, then close (lingering)."""
+        body = reason.encode("utf-8")
+        self.transport.write(
+            b"".join((
+                STATUS_LINES[status], b"date: ", http_date(), b"\r\n", SERVER_HEADER,
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body), body,
+            ))  # fmt: skip
+        )
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close without losing the response just written: send FIN after it, then read and drop
+        what the client still sends, for LINGER_TIMEOUT at most. Closing with unread bytes makes
+        the kernel answer them with RST, which can destroy the response before the client reads it.
+        """
+        self._stopped = True  # from here, what arrives is dropped unparsed
+        self._active = self._parsing = self._deferred_upgrade = None
+        self._pipeline.clear()
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            self.close_transport()
+            return
+        self._cancel_timers()
+        transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._linger_timer = self.loop.call_later(LINGER_TIMEOUT, self.close_transport)
+
+    def close_transport(self) -> None:
+        self._cancel_timers()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def log_access(self, scope: Dict[str, Any], status: int) -> None:
+        if self._access_log:
+            target = scope["raw_path"].decode("latin-1")
+            if scope["query_string"]:
+                target += "?" + scope["query_string"].decode("latin-1")
+            access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', _client_text(self._client), scope["method"], target,
+                scope["http_version"], status,
+            )  # fmt: skip
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        self._header_timer = self.loop.call_later(self.config.timeout_header, self._on_header_timeout)
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self._active is not None:
+            return  # busy answering: the timer restarts when the response is done (_advance)
+        logger.debug("%s: request head not received within %ss; closing.",
+                     _client_text(self._client), self.config.timeout_header)  # fmt: skip
+        self.close_transport()
+
+    def _on_keep_alive_timeout(self) -> None:
+        self._keep_alive_timer = None
+        if self._active is None and self._parsing is None and not self._head_in_progress:
+            self.close_transport()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._keep_alive_timer, self._header_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._keep_alive_timer = self._header_timer = self._linger_timer = None
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now if nothing is in flight, else after the current response."""
+        self._shutting_down = True
+        self._pipeline.clear()
+        self._deferred_upgrade = None
+        if self._active is None:
+            self.close_transport()
+        else:
+            self._active.keep_alive = False
+
+
+def _address(address: Any, unix_path: bool = False) -> Optional[Tuple[Any, Optional[int]]]:
+    """`(host, port)` for TCP (IPv6's flow info and scope id dropped); `(path, None)` for the
+    listening side of a Unix socket; None when there is nothing to tell."""
+    if isinstance(address, (tuple, list)) and len(address) >= 2:
+        return (str(address[0]), int(address[1]))
+    if unix_path and address:
+        return (address.decode("utf-8", "backslashreplace") if isinstance(address, bytes) else address, None)
+    return None
+
+
+def _client_text(client: Optional[Tuple[str, int]]) -> str:
+    return "%s:%d" % client if client else "-"
+
+
+def _has_token(value: bytes, token: bytes) -> bool:
+    """Whether a comma-separated header value lists `token` (case-insensitive)."""
+    return any(part.strip().lower() == token for part in value.split(b","))
+
+
+def _body_framing(headers: List[Tuple[bytes, bytes]]) -> Optional[bytes]:
+    """The framing header of a request that has a body, for re-parsing it; None without a body."""
+    framing = None
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return b"transfer-encoding: " + value
+        if name == b"content-length" and value.strip() not in (b"0", b""):
+            framing = b"content-length: " + value.strip()
+    return framing
