@@ -13,15 +13,31 @@ bytes, however the stream is split):
    limit when the 7-bit length is the length;
 2. as soon as the extended length is in: the most significant bit of a 64-bit length, then the
    size limit (frame, then message);
-3. when the whole frame is in: close payload (length, code, UTF-8 reason), then UTF-8 of an
-   uncompressed text frame or fragment.
+3. as payload bytes of an uncompressed text frame (or of a continuation of an uncompressed text
+   message) arrive: they must be a prefix of valid UTF-8, continuing the message so far -- invalid
+   UTF-8 fails fast, before the rest of the frame arrives (§8.1, Autobahn 6.4.x);
+4. when the whole frame is in: close payload (length, code, UTF-8 reason), then UTF-8 of an
+   uncompressed text frame or fragment, which must also be complete at the end of the message.
 
-Every check of stage 1 and 2 gives 1002 except the size limit (1009), so within one header a
+Every check of stages 1 and 2 gives 1002 except the size limit (1009), so within one header a
 protocol error wins over "too big".
+
+Other decisions where the contract (_codec.pyi) leaves room, taken per RFC 6455:
+
+- a length in a longer encoding than needed (e.g. 5 in 16 bits) is accepted: §5.2's "minimal
+  number of bytes MUST be used" binds the sender, and peers (websockets among them) accept it;
+- but a control frame's 7-bit length field must be <= 125, whatever a 16/64-bit length would say;
+- `max_size` bounds every frame (control frames too) and every data message (the sum of its
+  fragments' payloads as received, i.e. compressed bytes for a compressed message); a frame or
+  message of exactly `max_size` bytes is fine;
+- after a Close frame nothing more is parsed (§5.5.1: no data follows a Close) and `error` stays
+  None; after a Close or an error, bytes are dropped (not buffered): the connection is closing,
+  and a peer that keeps sending must not grow the buffer. `buffered` is then 0.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import struct
@@ -78,7 +94,12 @@ def mask(data: BytesLike, key: bytes, offset: int = 0) -> bytes:
     """Octet i of the result is octet i of `data` XOR octet (i + offset) mod 4 of `key`."""
     if len(key) != 4:
         raise ValueError("a masking key is 4 bytes")
-    return bytes(octet ^ key[(i + offset) % 4] for i, octet in enumerate(bytes(data)))
+    data = bytes(data)
+    rotated = key[offset % 4 :] + key[: offset % 4]  # rotated[i % 4] == key[(i + offset) % 4]
+    keystream = (rotated * (len(data) // 4 + 1))[: len(data)]
+    # One XOR of two big integers instead of a Python loop over octets: same result, C speed.
+    xored = int.from_bytes(data, "big") ^ int.from_bytes(keystream, "big")
+    return xored.to_bytes(len(data), "big")
 
 
 _mask = mask  # for build_frame and build_header, whose `mask` argument is the key
@@ -169,9 +190,18 @@ def is_valid_close_code(code: int) -> bool:
 
 
 def build_close_payload(code: int = 1000, reason: str = "") -> bytes:
+    """b"" for 1005 (no status); ValueError for a code that may not be sent or a reason that does
+    not fit in a control frame."""
     if code == CloseCode.NO_STATUS_RCVD:
+        if reason:
+            raise ValueError("close code 1005 cannot carry a reason")
         return b""
-    return struct.pack("!H", code) + reason.encode("utf-8")
+    if not is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent on the wire")
+    encoded = reason.encode("utf-8")
+    if 2 + len(encoded) > MAX_CONTROL_PAYLOAD:
+        raise ValueError("close reason over 123 bytes of UTF-8")
+    return struct.pack("!H", code) + encoded
 
 
 def parse_close_payload(payload: BytesLike) -> tuple[int, str]:
@@ -276,21 +306,28 @@ class ReferenceParser:
         self.error: Optional[ProtocolError] = None
         self._buffer = bytearray()
         self._message: Optional[_Message] = None
+        self._stopped = False  # after a protocol error or a Close frame
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     def feed_data(self, data: BytesLike) -> list[Frame]:
-        if self.error is not None:
+        """Parse every whole frame received so far. Stops for good at a protocol error (sets
+        `error`) and after a Close frame: nothing after a Close is data (§5.5.1). From then on
+        bytes are dropped, so a peer that keeps sending costs no memory."""
+        if self._stopped:
             return []
         self._buffer += data
         frames = []
         try:
-            while (frame := self._parse_frame()) is not None:
+            while not self._stopped and (frame := self._parse_frame()) is not None:
                 frames.append(frame)
         except ProtocolError as exc:
             self.error = exc
+            self._stopped = True
+        if self._stopped:
+            self._buffer.clear()
         return frames
 
     def _parse_frame(self) -> Optional[Frame]:
@@ -356,18 +393,33 @@ class ReferenceParser:
                 return None
             key = bytes(buf[position : position + 4])
             position += 4
-        if len(buf) < position + length:
-            return None
         payload = bytes(buf[position : position + length])
         if key is not None:
             payload = mask(payload, key)
-        del buf[: position + length]
-        return self._frame(fin, rsv1, opcode, payload)
+        if len(payload) < length:
+            self._check_partial_text(opcode, rsv1, payload)
+            return None
+        frame = self._frame(fin, rsv1, opcode, payload)
+        del buf[: position + length]  # only once the frame is accepted
+        return frame
+
+    def _check_partial_text(self, opcode: int, rsv1: bool, received: bytes) -> None:
+        """Fail fast (§8.1): the received part of an uncompressed text frame must be a prefix of
+        valid UTF-8, continuing the message so far, before the rest of the frame arrives."""
+        if opcode == Opcode.TEXT and not rsv1:
+            validator = Utf8Validator()
+        elif opcode == Opcode.CONTINUATION and self._message.utf8 is not None:
+            validator = copy.copy(self._message.utf8)
+        else:
+            return
+        if not validator.feed(received):
+            raise ProtocolError(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8")
 
     def _frame(self, fin: bool, rsv1: bool, opcode: int, payload: bytes) -> Frame:
         """Apply the payload rules and the message state to one whole frame."""
         if opcode == Opcode.CLOSE:
             parse_close_payload(payload)
+            self._stopped = True
             return Frame(fin, rsv1, opcode, payload)
         if opcode in CONTROL_OPCODES:
             return Frame(fin, rsv1, opcode, payload)

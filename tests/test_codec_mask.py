@@ -56,9 +56,11 @@ def test_mask_inplace_every_length_alignment_and_offset(source, key=KEYS[3]):
                 end = align + length
                 assert _codec.mask_inplace(view[align:end], key, offset) is None
                 if buffer[align:end] != expected[(offset - align) % 4][align:end]:
-                    pytest.fail(f"mask_inplace wrong at length={length} align={align} offset={offset}")
+                    pytest.fail(f"mask_inplace wrong at length={length} align={align} "
+                                f"offset={offset}")
                 # Nothing written outside the slice.
-                if buffer[:align] != source[:align] or buffer[end : end + 64] != source[end : end + 64]:
+                after = slice(end, end + 64)
+                if buffer[:align] != source[:align] or buffer[after] != source[after]:
                     pytest.fail(f"mask_inplace wrote outside length={length} align={align}")
                 buffer[align:end] = source[align:end]
 

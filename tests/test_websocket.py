@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from asgiws._codec import FrameParser, build_close_payload, build_frame, parse_close_payload
-from asgiws.asgi.websocket import ClientDisconnected
+from asgiws.asgi import ClientDisconnected
 
 TIMEOUT = 10.0
 MASK = b"\x0a\x0b\x0c\x0d"
@@ -417,7 +417,7 @@ def test_out_of_order_message_is_a_clear_error(run_server, messages):
         else:
             assert client.status == 500
         assert app.done.wait(TIMEOUT)
-    assert "not allowed in state" in str(app.error)
+    assert "Unexpected ASGI message" in str(app.error)
 
 
 def test_subprotocol_and_headers_on_accept_via_aiohttp(run_server):

@@ -37,24 +37,12 @@ from ..websocket.connection import (
 from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
 from .._codec import is_valid_close_code
+from . import ClientDisconnected, UnexpectedMessage
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
-
-
-class ClientDisconnected(OSError):
-    """`send()` on a WebSocket that is closed (ASGI spec 2.4). Not logged as an error."""
-
-
-class UnexpectedASGIMessage(RuntimeError):
-    """The app sent a message its current state does not allow."""
-
-    def __init__(self, state: "AppState", message_type: Any):
-        super().__init__(f"ASGI message {message_type!r} is not allowed in state {state.name}")
-        self.state = state
-        self.message_type = message_type
 
 
 class AppState(enum.Enum):
@@ -416,7 +404,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 raise ClientDisconnected(f"{message_type} on a closed WebSocket")
         new_state = _TRANSITIONS.get((self.state, message_type))
         if new_state is None:
-            raise UnexpectedASGIMessage(self.state, message_type)
+            raise UnexpectedMessage(self.state, message_type)
         self.state = new_state
 
     def _write(self, frame: bytes) -> None:
