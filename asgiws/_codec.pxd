@@ -48,6 +48,10 @@ cdef class FrameParser:
         Py_ssize_t partial_done
         uint32_t partial_utf8
         public object error
+        # Return whole uncompressed data frames as their bare payload, not as Frame objects.
+        readonly bint bare_messages
+        readonly bint all_bare      # the last feed returned bare payloads only
+        readonly Py_ssize_t bytes_parsed  # wire bytes of every frame parsed so far
 
     cdef list _parse(self)
     cdef int _fail(self, int code, str reason) except -1

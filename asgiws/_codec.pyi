@@ -69,6 +69,9 @@ class FrameParser:
     error: Optional[ProtocolError]
     max_size: int
     rsv1_allowed: bool
+    bare_messages: bool
+    all_bare: bool
+    bytes_parsed: int
     def __init__(
         self,
         *,
@@ -76,7 +79,12 @@ class FrameParser:
         max_size: int = 16 * 1024 * 1024,
         rsv1_allowed: bool = False,
         initial_size: int = 16 * 1024,
-    ) -> None: ...
+        bare_messages: bool = False,
+    ) -> None:
+        """`bare_messages`: return each whole (FIN), uncompressed text or binary frame as its
+        payload alone (`str` or `bytes`) instead of a Frame, the connection's hot path;
+        `all_bare` then says whether the last `feed` returned nothing else.
+        `bytes_parsed` counts the wire bytes of every frame parsed (for the access log)."""
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable view of the free space at the end of the receive buffer (never empty)."""
     def feed(self, nbytes: int) -> list[Frame]:

@@ -91,7 +91,8 @@ cdef class FrameParser:
     """Incremental frame parser over a receive buffer it owns. See _codec.pyi."""
 
     def __cinit__(self, *, bint is_server=True, Py_ssize_t max_size=16 * 1024 * 1024,
-                  bint rsv1_allowed=False, Py_ssize_t initial_size=16 * 1024):
+                  bint rsv1_allowed=False, Py_ssize_t initial_size=16 * 1024,
+                  bint bare_messages=False):
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
         self.buf = <uint8_t *>PyMem_Malloc(initial_size)
@@ -113,6 +114,9 @@ cdef class FrameParser:
         self.partial_done = 0
         self.partial_utf8 = ASGIWS_UTF8_ACCEPT
         self.error = None
+        self.bare_messages = bare_messages
+        self.all_bare = True
+        self.bytes_parsed = 0
 
     def __dealloc__(self):
         PyMem_Free(self.buf)
@@ -241,6 +245,7 @@ cdef class FrameParser:
         once, buffer -> bytes; a complete text frame is unmasked in place, then decoded once,
         buffer -> str, which validates it."""
         cdef list frames = []
+        self.all_bare = True
         cdef uint8_t *p
         cdef uint8_t *payload_ptr
         cdef uint8_t *key
@@ -394,13 +399,18 @@ cdef class FrameParser:
                 # Nothing after a Close frame is data (RFC 6455 §5.5.1).
                 self.state = PARSE_STOPPED
 
+            self.start += header_len + <Py_ssize_t>length
+            self.bytes_parsed += header_len + <Py_ssize_t>length
+            if self.bare_messages and fin and not rsv1 and (opcode == _TEXT or opcode == _BINARY):
+                frames.append(payload)  # a whole message: no Frame object
+                continue
+            self.all_bare = False
             frame = Frame.__new__(Frame)
             frame.fin = fin
             frame.rsv1 = rsv1
             frame.opcode = opcode
             frame.payload = payload
             frames.append(frame)
-            self.start += header_len + <Py_ssize_t>length
         return frames
 
 

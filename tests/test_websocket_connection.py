@@ -166,3 +166,17 @@ def test_rsv1_on_continuation_1002():
 
 def test_close_payload_round_trip():
     assert parse_close_payload(build_close_payload(4000, "réason")) == (4000, "réason")
+
+
+def test_parser_bare_messages_mode():
+    """The connection's parser returns whole messages as bare payloads (its hot path) and Frame
+    objects for everything else; `all_bare` says which kind the last feed returned."""
+    from asgiws._codec import FrameParser
+
+    parser = FrameParser(bare_messages=True)
+    frames = parser.feed_data(client_frame(1, "a") + client_frame(2, b"b"))
+    assert frames == ["a", b"b"] and parser.all_bare
+    frames = parser.feed_data(client_frame(1, "c", fin=False) + client_frame(9, b"p") + client_frame(0, "d"))
+    assert [f.opcode for f in frames] == [1, 9, 0] and not parser.all_bare
+    assert parser.bytes_parsed == sum(len(client_frame(*args)) for args in
+                                      [(1, "a"), (2, b"b"), (1, "c"), (9, b"p"), (0, "d")])

@@ -26,7 +26,10 @@ import time
 import weakref
 from typing import Any, Deque, Dict, Optional
 
+from .._codec import build_frame
 from ..websocket.connection import (
+    OP_BINARY,
+    OP_TEXT,
     CloseCode,
     CloseReceived,
     Connection,
@@ -143,7 +146,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.started = time.monotonic()
         self.status = 0
         self.closed_by = ""
-        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+        # Messages each way; bytes are wire bytes (frames, headers included).
+        self.messages_in = self.messages_out = self.bytes_out = 0
         self.app_task: Optional[asyncio.Task] = None
 
     # -- the handshake ------------------------------------------------------------------------
@@ -263,27 +267,24 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _deliver(self, events) -> None:
         conn = self.conn
         queue = self.queue
+        sizes = self.queue_sizes
+        queued = self.queued_bytes
+        delivered = 0
         for event in events:
             kind = type(event)
             if kind is str:
                 queue.append({"type": "websocket.receive", "text": event})
             elif kind is bytes:
                 queue.append({"type": "websocket.receive", "bytes": event})
-            elif kind is CloseReceived:
-                self._close_received(event)
-                continue
-            elif kind is Pong:
-                if self.pong_timer is not None and event.payload == self.ping_payload:
-                    self.pong_timer.cancel()
-                    self.pong_timer = None
-                continue
             else:
+                self._control(event)
                 continue
             size = len(event)
-            self.queue_sizes.append(size)
-            self.messages_in += 1
-            self.bytes_in += size
-            self.queued_bytes += size
+            sizes.append(size)
+            queued += size
+            delivered += 1
+        self.queued_bytes = queued
+        self.messages_in += delivered
         if conn.outgoing:
             for frame in conn.data_to_send():  # Pongs, written inline
                 self._write(frame)
@@ -297,6 +298,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _control(self, event) -> None:
+        if type(event) is CloseReceived:
+            self._close_received(event)
+        elif type(event) is Pong:
+            if self.pong_timer is not None and event.payload == self.ping_payload:
+                self.pong_timer.cancel()
+                self.pong_timer = None
 
     def _fail_after_queue(self) -> None:
         """A protocol violation: its Close waits until the app has consumed (and, for an echo,
@@ -376,20 +385,32 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     async def send(self, message: Dict[str, Any]) -> None:
         message_type = message["type"]
         if self.state is AppState.CONNECTED and message_type == "websocket.send":
-            # The hot path: one frame built in C, one write.
+            # The hot path: one frame built in C, queued for this loop iteration's one write.
             data = message.get("text")
             if data is None:
                 data = message.get("bytes")
                 if data is None:
                     raise TypeError("websocket.send needs 'text' or 'bytes'")
+                opcode = OP_BINARY
             elif message.get("bytes") is not None:
                 raise TypeError("websocket.send with both 'text' and 'bytes'")
+            else:
+                opcode = OP_TEXT
             conn = self.conn
-            if conn.state is not State.OPEN or self.transport.is_closing():
+            if conn.state is not State.OPEN:
                 raise ClientDisconnected("WebSocket is closed")
-            self._write(conn.send_message(data))
+            if conn.deflate is None:
+                frame = build_frame(opcode, data)
+            else:
+                frame = conn.send_message(data)
+            out = self.out
+            if not out:
+                self.coalescer.add(self)
+            out.append(frame)
+            self.out_bytes += len(frame)
             self.messages_out += 1
-            self.bytes_out += len(data)
+            if self.out_bytes >= self.write_high_water:
+                self._flush()
             if self.write_paused:
                 await self._drain()
             return
@@ -420,6 +441,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _flush(self) -> None:
         out = self.out
         if out:
+            self.bytes_out += self.out_bytes
             self.out = []
             self.out_bytes = 0
             if not self.transport.is_closing():
@@ -613,7 +635,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             _client(self.scope), self.scope.get("path", ""), self.status,
             getattr(self, "subprotocol", None) or "-", time.monotonic() - self.started,
             close.code if close is not None else CloseCode.ABNORMAL_CLOSURE, self.closed_by,
-            self.messages_in, self.bytes_in, self.messages_out, self.bytes_out)
+            self.messages_in, conn.parser.bytes_parsed if conn is not None else 0,
+            self.messages_out, self.bytes_out)
 
 
 def _client(scope) -> str:

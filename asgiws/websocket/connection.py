@@ -88,7 +88,7 @@ class Connection:
         self.deflate = deflate
         self.is_server = is_server
         self.parser = FrameParser(is_server=is_server, max_size=max_size,
-                                  rsv1_allowed=deflate is not None)
+                                  rsv1_allowed=deflate is not None, bare_messages=True)
         self.outgoing: List[bytes] = []
         # The close code and reason we sent, once we sent one.
         self.close_sent: Optional[CloseReceived] = None
@@ -114,16 +114,22 @@ class Connection:
         return self._handle(self.parser.feed_data(data))
 
     def _handle(self, frames) -> List[Event]:
+        parser = self.parser
+        if parser.all_bare and parser.error is None and self.state is State.OPEN:
+            # The hot path: the parser returned whole, uncompressed messages only (text already
+            # decoded); they are the events as they are.
+            return frames
         events: List[Event] = []
         if self.state is State.CLOSED or self.failure is not None:
             return events
         for frame in frames:
-            opcode = frame.opcode
-            if frame.fin and OP_CONTINUATION < opcode <= OP_BINARY and not frame.rsv1:
-                # The hot path: a whole, uncompressed message (text already decoded).
+            kind = type(frame)
+            if kind is str or kind is bytes:  # a whole message
                 if self.state is State.OPEN:
-                    events.append(frame.payload)
-            elif opcode <= OP_BINARY:
+                    events.append(frame)
+                continue
+            opcode = frame.opcode
+            if opcode <= OP_BINARY:
                 message = self._data_frame(frame)
                 if message is not None and self.state is State.OPEN:
                     events.append(message)
