@@ -143,6 +143,19 @@ def _root_path_check(value: Any) -> Optional[str]:
 root_path_value = ValueParser("text", str, _root_path_check)
 
 
+def _trusted_peers_check(value: Any) -> Optional[str]:
+    from asgiws.http.proxy import parse_trusted  # standard library only, like this module
+
+    try:
+        parse_trusted(value)
+    except (ValueError, AttributeError):
+        return 'IP addresses, CIDR networks, "*" or "unix:", separated by commas'
+    return None
+
+
+trusted_peers_value = ValueParser("text", str, _trusted_peers_check)
+
+
 def choice(*choices: str) -> ValueParser:
     def check(value: Any) -> Optional[str]:
         return None if value in choices else "one of " + ", ".join(choices)
@@ -289,6 +302,14 @@ class Config:
     log_level: str = setting("info", "Log level of the asgiws loggers.", choice(*LOG_LEVEL_CHOICES), LOGGING)
     access_log: bool = setting(True, 'Log one line per HTTP request to the "asgiws.access" logger.',
                                bool_value, LOGGING)
+
+    # -- behind a proxy; log configuration file ---------------------------------------------
+    proxy_headers: bool = setting(
+        True, "Take the client address, scheme and host from X-Forwarded-* or Forwarded headers sent by a peer in forwarded_allow_ips.",
+        bool_value, "Behind a proxy")  # fmt: skip
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1", 'Peers trusted to send proxy headers: comma-separated IPs, CIDR networks, "*" (any), "unix:" (a Unix socket peer).',
+        trusted_peers_value, "Behind a proxy")  # fmt: skip
 
     def __post_init__(self) -> None:
         # Values from Python are checked like values from the command line, so a bad one fails

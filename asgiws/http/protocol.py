@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 import httptools
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
+from asgiws.http.proxy import apply_proxy_headers, parse_trusted
 
 if TYPE_CHECKING:
     from asgiws.config import Config
@@ -351,11 +352,13 @@ class HttpProtocol(asyncio.Protocol):
         self._root_path = config.root_path
         self._raw_root_path = urllib.parse.quote(config.root_path).encode("ascii")
         self._access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
+        self._trusted = parse_trusted(config.forwarded_allow_ips) if config.proxy_headers else None
 
         # Per connection
         self._server: Optional[Tuple[Any, Optional[int]]] = None
         self._client: Optional[Tuple[str, int]] = None
         self._scheme = "http"
+        self._from_proxy = False  # the peer is in --forwarded-allow-ips: read its proxy headers
         self._active: Optional[RequestCycle] = None  # the request whose app runs / response is in flight
         self._parsing: Optional[RequestCycle] = None  # the request whose body is still arriving
         self._pipeline: Deque[Tuple[RequestCycle, Callable]] = deque()  # parsed, waiting for _active
@@ -404,6 +407,8 @@ class HttpProtocol(asyncio.Protocol):
         self._client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
+        if self._trusted is not None:
+            self._from_proxy = (self._client[0] if self._client else None) in self._trusted
         # The first request's head must be complete this long after the connection opened.
         self._arm_header_timer()
 
@@ -658,20 +663,23 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
+        client, scheme, headers = self._client, self._scheme, self._headers
+        if self._from_proxy:
+            client, scheme, headers = apply_proxy_headers(client, scheme, headers, self._trusted)  # type: ignore[arg-type]
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.5"},
             "http_version": http_version,
             "server": self._server,
-            "client": self._client,
-            "scheme": self._scheme,
+            "client": client,
+            "scheme": scheme,
             "method": method,
             # `path` and `raw_path` are the full path, root_path included (as ASGI clarified).
             "root_path": self._root_path,
             "path": self._root_path + path,
             "raw_path": self._raw_root_path + raw_path,
             "query_string": query,
-            "headers": self._headers,
+            "headers": headers,
             "state": self.app_state.copy(),
         }
 
@@ -822,7 +830,7 @@ class HttpProtocol(asyncio.Protocol):
             if scope["query_string"]:
                 target += "?" + scope["query_string"].decode("latin-1")
             access_logger.info(
-                '%s - "%s %s HTTP/%s" %d', _client_text(self._client), scope["method"], target,
+                '%s - "%s %s HTTP/%s" %d', _client_text(scope["client"]), scope["method"], target,
                 scope["http_version"], status,
             )  # fmt: skip
 
