@@ -310,6 +310,9 @@ class Config:
     forwarded_allow_ips: str = setting(
         "127.0.0.1", 'Peers trusted to send proxy headers: comma-separated IPs, CIDR networks, "*" (any), "unix:" (a Unix socket peer).',
         trusted_peers_value, "Behind a proxy")  # fmt: skip
+    log_config: Optional[str] = setting(
+        None, "Logging configuration file (logging.dictConfig) in JSON, or YAML if PyYAML is installed; it replaces the default handlers.",
+        path_or_none, LOGGING)  # fmt: skip
 
     def __post_init__(self) -> None:
         # Values from Python are checked like values from the command line, so a bad one fails

@@ -2,15 +2,27 @@
 
 Two loggers, uvicorn's split:
     asgiws.error   server events and app errors → stderr (the startup line is here)
-    asgiws.access  one line per HTTP request → stdout, only with --access-log
+    asgiws.access  one line per HTTP request and one per WebSocket session, at its end → stdout,
+                   only with --access-log
+
+--log-config FILE replaces the handlers above with a `logging.config.dictConfig` dictionary
+read from FILE (.json; .yaml / .yml with PyYAML installed). Levels the file gives the asgiws
+loggers win; a logger it leaves without one gets --log-level. `disable_existing_loggers`
+defaults to false, since the asgiws loggers exist before the file is read and would otherwise
+go silent. --no-access-log silences asgiws.access either way.
 
 Embedding `Server` in your own program leaves logging to you: nothing here runs unless called.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import sys
+from typing import Any, Dict, Optional
+
+from asgiws.config import ConfigError
 
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
@@ -27,21 +39,70 @@ class _Handler(logging.StreamHandler):
     """Marks the handlers this module installed, so a second call replaces rather than doubles."""
 
 
-def configure_logging(log_level: str = "info", access_log: bool = True) -> None:
+def configure_logging(log_level: str = "info", access_log: bool = True, log_config: Optional[str] = None) -> None:
+    """Set up the asgiws loggers. Raises ConfigError when `log_config` cannot be used."""
     level = LOG_LEVELS[log_level]
     error_logger = logging.getLogger("asgiws.error")
     access_logger = logging.getLogger("asgiws.access")
 
-    for logger, stream in ((error_logger, sys.stderr), (access_logger, sys.stdout)):
+    for logger in (error_logger, access_logger):
         for handler in [h for h in logger.handlers if isinstance(h, _Handler)]:
             logger.removeHandler(handler)
-        handler = _Handler(stream)
-        handler.setFormatter(logging.Formatter(FORMAT))
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
+
+    if log_config is not None:
+        dict_config = read_log_config(log_config)
+        for logger in (error_logger, access_logger):
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+        try:
+            logging.config.dictConfig(dict_config)
+        except (ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise ConfigError(f"log_config: {log_config}: {exc}") from None
+        for logger in (error_logger, access_logger):
+            if logger.level == logging.NOTSET:
+                logger.setLevel(level)
+    else:
+        for logger, stream in ((error_logger, sys.stderr), (access_logger, sys.stdout)):
+            handler = _Handler(stream)
+            handler.setFormatter(logging.Formatter(FORMAT))
+            logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = False
 
     if not access_log:
         # Above CRITICAL: the protocols check `isEnabledFor(INFO)` once per connection and skip
         # building the line at all.
         access_logger.setLevel(logging.CRITICAL + 1)
+
+
+def read_log_config(path: str) -> Dict[str, Any]:
+    """The dictConfig dictionary in `path` (.json, or .yaml / .yml with PyYAML). Raises ConfigError."""
+    lowered = path.lower()
+    if not lowered.endswith((".json", ".yaml", ".yml")):
+        raise ConfigError(f"log_config: expected a .json, .yaml or .yml file, got {path}")
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError(f"log_config: cannot read {path}: {exc.strerror or exc}") from None
+    if lowered.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"log_config: {path} is not valid JSON: {exc}") from None
+    else:
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(
+                f"log_config: {path} is YAML, which needs PyYAML (pip install PyYAML); or give a .json file"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"log_config: {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"log_config: {path} must hold a mapping (a logging.dictConfig dictionary)")
+    data.setdefault("version", 1)
+    data.setdefault("disable_existing_loggers", False)
+    return data

@@ -323,7 +323,7 @@ def run(app: Any, **settings: Any) -> None:
     from asgiws.logging import configure_logging
 
     config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log)
+    configure_logging(config.log_level, config.access_log, config.log_config)
     server = Server(config)
     try:
         server.run()
