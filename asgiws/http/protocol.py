@@ -23,7 +23,11 @@ A connection serves requests one at a time, in order:
   that followed the head, at the offset httptools reported; nothing is parsed twice. That layer
   checks the handshake and answers it (101, or 400 / 426). Other upgrades (h2c, ...) are
   ignored, as RFC 9110 §7.8 allows, and the request is served as plain HTTP.
-- An error response the server writes itself (400, 431, 500) ends the connection with a
+- Proxy headers (X-Forwarded-*, Forwarded) are applied to `client`, `scheme` and the `host`
+  header when the peer is in --forwarded-allow-ips (`asgiws.http.proxy`), as the scope is built.
+- --limit-concurrency is checked when a request's head is complete (503 from a stand-in app)
+  and before a WebSocket handshake is handed over (503 written here).
+- An error response the server writes itself (400, 431, 500, 503) ends the connection with a
   lingering close (FIN, then drain), so the client reads it rather than a reset.
 
 Peer misbehaviour (malformed requests, oversized heads, timeouts) is answered and logged at
@@ -569,11 +573,7 @@ class HttpProtocol(asyncio.Protocol):
         if upgrade:
             self._ignored_upgrade = (cycle, _body_framing(self._headers))
 
-        limit = self.config.limit_concurrency
-        app = self.app
-        if limit is not None and (len(self.server_state.tasks) >= limit or len(self.server_state.connections) > limit):
-            logger.warning("Concurrency limit of %d reached: answering 503.", limit)
-            app = service_unavailable
+        app = service_unavailable if self._over_concurrency_limit() else self.app
 
         if self._active is None:
             self._start_cycle(cycle, app)
@@ -748,8 +748,23 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
 
+    def _over_concurrency_limit(self) -> bool:
+        """--limit-concurrency: app tasks (HTTP requests, WebSocket sessions) or connections
+        (HTTP ones, this one included, and WebSocket ones) past the limit."""
+        limit = self.config.limit_concurrency
+        state = self.server_state
+        if limit is not None and (len(state.tasks) >= limit or len(state.connections) > limit):
+            logger.warning("Concurrency limit of %d reached: answering 503.", limit)
+            return True
+        return False
+
     def _hand_off(self, scope: Dict[str, Any], leftover: bytes) -> None:
         """Give the transport to the WebSocket protocol: it validates the handshake and answers."""
+        if self._over_concurrency_limit():
+            # A WebSocket session holds a connection and an app task for as long as it lasts:
+            # refused before the app sees it, like an HTTP request over the limit.
+            self.write_error_response(503, "Service Unavailable")
+            return
         try:
             # Imported here: the WebSocket layer loads the C codec, which HTTP-only use never needs.
             from asgiws.asgi.websocket import WebSocketProtocol
