@@ -86,6 +86,7 @@ class ValueParser:
             "seconds": "a number of seconds",
             "bytes": "a number of bytes",
             "bool": "true or false",
+            "octal": "permissions in octal (e.g. 660)",
         }.get(self.kind.split("|")[0], self.kind) + (" or none" if self.nullable else "")
 
 
@@ -110,6 +111,10 @@ def _is(types: Any, problem: str, ok: Callable[[Any], bool]) -> Callable[[Any], 
 
 text_value = ValueParser("text", str, _is(str, "text", lambda v: True))
 path_or_none = ValueParser("path", str, _is(str, "a path", bool), nullable=True)
+text_or_none = ValueParser("text", str, _is(str, "text", bool), nullable=True)
+# File permissions as chmod takes them: 660, 0660 and 0o660 are all 0o660.
+octal_value = ValueParser("octal", lambda text: int(text, 8),
+                          _is(int, "permissions in octal, 0o000-0o777", lambda v: 0 <= v <= 0o777))  # fmt: skip
 bool_value = ValueParser("bool", _to_bool, _is(bool, "true or false", lambda v: True))
 port_value = ValueParser("int", int, _is(int, "a port number 0-65535", lambda v: 0 <= v <= 65535))
 fd_or_none = ValueParser("int", int, _is(int, "a file descriptor >= 0", lambda v: v >= 0), nullable=True)
@@ -198,6 +203,8 @@ class Setting:
             return "none"
         if isinstance(value, bool):
             return "true" if value else "false"
+        if self.parse is octal_value:
+            return oct(value)
         if value == "":
             return '""'
         return str(value)
@@ -314,6 +321,28 @@ class Config:
         None, "Logging configuration file (logging.dictConfig) in JSON, or YAML if PyYAML is installed; it replaces the default handlers.",
         path_or_none, LOGGING)  # fmt: skip
 
+    # -- worker processes; TLS; Unix socket permissions ----------------------------------------
+    workers: int = setting(
+        1, "Worker processes sharing the listening socket, under a supervisor that restarts them (1: a single process, no supervisor).",
+        count_value, "Processes")  # fmt: skip
+    limit_max_requests: Optional[int] = setting(
+        None, "A process exits gracefully after this many HTTP requests; with --workers the supervisor replaces it (none: never).",
+        count_or_none, "Processes")  # fmt: skip
+    uds_permissions: int = setting(
+        0o666, "Permissions of the --uds socket file; connecting needs write access, and the proxy usually runs as another user.",
+        octal_value, LISTEN)  # fmt: skip
+    ssl_certfile: Optional[str] = setting(
+        None, "Serve HTTPS and wss:// with this PEM certificate (chain); the private key may be in the same file.",
+        path_or_none, "TLS")  # fmt: skip
+    ssl_keyfile: Optional[str] = setting(None, "PEM private key for --ssl-certfile, if not in that file.",
+                                         path_or_none, "TLS")
+    ssl_keyfile_password: Optional[str] = setting(
+        None, "Password of an encrypted --ssl-keyfile (prefer the environment variable: a flag shows in ps).",
+        text_or_none, "TLS")  # fmt: skip
+    ssl_ca_certs: Optional[str] = setting(
+        None, "PEM bundle of CAs; when given, clients must present a certificate signed by one of them (mutual TLS).",
+        path_or_none, "TLS")  # fmt: skip
+
     def __post_init__(self) -> None:
         # Values from Python are checked like values from the command line, so a bad one fails
         # here with the setting's name rather than deep inside the server.
@@ -331,6 +360,8 @@ class Config:
                 raise ConfigError(f"{entry.name}: {exc}") from None
         if sum(x is not None for x in (self.uds, self.fd)) > 1:
             raise ConfigError("uds and fd: give at most one of them")
+        if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs):
+            raise ConfigError("ssl_keyfile, ssl_keyfile_password and ssl_ca_certs need ssl_certfile")
         self.loaded_app: Optional[ASGIApp] = None
 
     @property

@@ -2,9 +2,10 @@
 
     Server.run() ─▶ serve():  startup() ─▶ main_loop() ─▶ shutdown()
 
-startup    import the app, run lifespan startup, listen (TCP host/port, Unix socket, or an
-           inherited fd), print where.
-main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code).
+startup    import the app, listen (TCP host/port, Unix socket, an inherited fd, or sockets a
+           supervisor bound: asgiws.workers, gunicorn), run lifespan startup, serve (TLS with
+           --ssl-certfile), print where.
+main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code), or --limit-max-requests.
 shutdown   stop listening; ask every connection to finish (HTTP: close when idle or after the
            response in flight; WebSocket: Close with --ws-shutdown-close-code); wait up to
            --timeout-graceful-shutdown for connections and app tasks to end; cancel what is left;
@@ -39,11 +40,6 @@ HANDLED_SIGNALS = (
     signal.SIGTERM,  # `kill`, systemd, Docker, Kubernetes
 )
 
-# A Unix socket file gets these permissions: connecting needs write access, and the proxy in
-# front (nginx) usually runs as another user. Restrict access with the directory's permissions.
-UDS_PERMISSIONS = 0o666
-
-
 class ServerState:
     """Shared by the server and every connection protocol in one process."""
 
@@ -58,8 +54,16 @@ class StartupError(Exception):
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, sockets: Optional[List[socket.socket]] = None, ssl_context: Any = None
+    ) -> None:
+        """`sockets`: listening sockets someone else bound (the --workers supervisor, gunicorn).
+        They are served instead of binding per the config, never unlinked, and not announced:
+        whoever bound them says where the server listens. `ssl_context`: TLS for them, made
+        elsewhere (gunicorn's settings); by default it comes from the --ssl-* settings."""
         self.config = config
+        self.sockets = sockets
+        self.ssl_context = ssl_context
         self.server_state = ServerState()
         self.lifespan: Optional[Lifespan] = None
         self.listeners: List[asyncio.AbstractServer] = []
@@ -106,10 +110,12 @@ class Server:
 
         # Bind first, so a taken address fails fast, before the app's startup connects to its
         # databases; accept connections only once that startup is complete.
-        try:
-            self.listeners = [await self._listen(app)]
-        except OSError as exc:
-            raise StartupError(f"Could not listen on {self._where()}: {_reason(exc)}") from None
+        ssl_context = self.ssl_context or make_ssl_context(config)
+        sockets = self.sockets
+        if sockets is None:
+            sockets = bind_sockets(config)
+            self._uds_path = config.uds
+        self.listeners = [await self._listen(app, sock, ssl_context) for sock in sockets]
         try:
             await self.lifespan.startup()
         except LifespanFailure as exc:
@@ -118,11 +124,13 @@ class Server:
 
         for listener in self.listeners:
             await listener.start_serving()
-            for sock in listener.sockets:
-                logger.info("asgiws running on %s (Press CTRL+C to quit)", describe_socket(sock))
+            if self.sockets is None:
+                for sock in listener.sockets:
+                    logger.info("asgiws running on %s (Press CTRL+C to quit)",
+                                describe_socket(sock, tls=ssl_context is not None))  # fmt: skip
         self.started = True
 
-    async def _listen(self, app: Any) -> asyncio.AbstractServer:
+    async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.AbstractServer:
         config = self.config
         loop = asyncio.get_running_loop()
         lifespan_state = self.lifespan.state if self.lifespan is not None else {}
@@ -130,30 +138,9 @@ class Server:
         def protocol_factory() -> asyncio.Protocol:
             return HttpProtocol(config=config, server_state=self.server_state, app=app, app_state=lifespan_state)
 
-        if config.fd is not None:
-            sock = socket.socket(fileno=config.fd)  # family and type are read from the descriptor
-            create = loop.create_unix_server if sock.family == socket.AF_UNIX else loop.create_server
-            return await create(protocol_factory, sock=sock, backlog=config.backlog, start_serving=False)
-        if config.uds is not None:
-            _remove_stale_socket(config.uds)
-            server = await loop.create_unix_server(
-                protocol_factory, path=config.uds, backlog=config.backlog, start_serving=False
-            )
-            self._uds_path = config.uds
-            os.chmod(config.uds, UDS_PERMISSIONS)
-            return server
-        return await loop.create_server(
-            protocol_factory, host=config.host, port=config.port, backlog=config.backlog, reuse_address=True,
-            start_serving=False,
-        )  # fmt: skip
-
-    def _where(self) -> str:
-        config = self.config
-        if config.fd is not None:
-            return f"fd {config.fd}"
-        if config.uds is not None:
-            return config.uds
-        return f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+        # listen(2) again with our backlog: a socket bound elsewhere (--fd, a supervisor) gets it too.
+        create = loop.create_unix_server if sock.family == socket.AF_UNIX else loop.create_server
+        return await create(protocol_factory, sock=sock, backlog=config.backlog, ssl=ssl_context, start_serving=False)
 
     @property
     def addresses(self) -> List[Any]:
@@ -169,7 +156,19 @@ class Server:
 
     async def main_loop(self) -> None:
         assert self._exit_requested is not None, "startup() first"
-        await self._exit_requested.wait()
+        limit = self.config.limit_max_requests
+        if limit is None:
+            await self._exit_requested.wait()
+            return
+        # Checked ten times a second rather than per request: the HTTP path stays as it is.
+        while not self._exit_requested.is_set():
+            if self.server_state.total_requests >= limit:
+                logger.info("Served %d requests (--limit-max-requests): shutting down.", limit)
+                return
+            try:
+                await asyncio.wait_for(self._exit_requested.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -259,13 +258,96 @@ class Server:
                 signal.signal(sig, signal.SIG_DFL)
 
 
-def describe_socket(sock: socket.socket) -> str:
-    """`http://127.0.0.1:8000`, `http://[::1]:8000`, or `unix socket /run/app.sock`."""
+def describe_socket(sock: socket.socket, tls: bool = False) -> str:
+    """`http://127.0.0.1:8000`, `https://[::1]:8443`, or `unix socket /run/app.sock`."""
     address = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        return f"unix socket {address}"
+        return f"unix socket {address}" + (" (TLS)" if tls else "")
     host, port = address[:2]
-    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{scheme}://{host}:{port}"
+
+
+def describe_address(config: Config) -> str:
+    """Where the config says to listen, before binding: for error messages."""
+    if config.fd is not None:
+        return f"fd {config.fd}"
+    if config.uds is not None:
+        return config.uds
+    return f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+
+
+def bind_sockets(config: Config) -> List[socket.socket]:
+    """The listening socket(s) the config names, bound and listening. Raises StartupError.
+
+    TCP: one socket per address `host` resolves to (as asyncio's create_server does), with
+    SO_REUSEADDR so a restart does not wait for TIME_WAIT. A Unix socket replaces a stale socket
+    file and gets --uds-permissions. An inherited fd (socket activation) is taken as it is.
+    """
+    try:
+        if config.fd is not None:
+            return [socket.socket(fileno=config.fd)]  # family and type are read from the descriptor
+        if config.uds is not None:
+            _remove_stale_socket(config.uds)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(config.uds)
+                os.chmod(config.uds, config.uds_permissions)
+                sock.listen(config.backlog)
+            except BaseException:
+                sock.close()
+                raise
+            return [sock]
+        sockets: List[socket.socket] = []
+        try:
+            infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)  # fmt: skip
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+                sock.bind(address)
+                sock.listen(config.backlog)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+    except OSError as exc:
+        raise StartupError(f"Could not listen on {describe_address(config)}: {_reason(exc)}") from None
+
+
+def make_ssl_context(config: Config) -> Any:
+    """The server's TLS context for --ssl-certfile, or None. Raises StartupError.
+
+    `ssl.create_default_context` gives the standard library's current safe choices (TLS 1.2+, no
+    compression, strong ciphers). With --ssl-ca-certs a client must present a certificate
+    signed by one of those CAs (mutual TLS).
+    """
+    if config.ssl_certfile is None:
+        return None
+    import ssl
+
+    files = [path for path in (config.ssl_certfile, config.ssl_keyfile, config.ssl_ca_certs) if path]
+    try:
+        for path in files:
+            with open(path, "rb"):  # OpenSSL's own errors do not say which file is missing
+                pass
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.ssl_ca_certs)
+        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password)
+    except ssl.SSLError as exc:
+        raise StartupError(
+            f"TLS: could not load {', '.join(files)}: {exc.reason or exc} (not PEM, a key that does not "
+            "match the certificate, or a wrong --ssl-keyfile-password?)"
+        ) from None
+    except OSError as exc:
+        raise StartupError(f"TLS: could not read {exc.filename}: {_reason(exc)}") from None
+    if config.ssl_ca_certs is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def _reason(exc: OSError) -> str:
@@ -324,9 +406,15 @@ def run(app: Any, **settings: Any) -> None:
 
     config = Config(app=app, **settings)
     configure_logging(config.log_level, config.access_log, config.log_config)
-    server = Server(config)
     try:
-        server.run()
+        if config.workers > 1:
+            from asgiws.workers import Supervisor
+
+            status = Supervisor(config).run()
+            if status:
+                sys.exit(status)
+        else:
+            Server(config).run()
     except (AppImportError, StartupError, ConfigError) as exc:
         # A failure inside the user's module deserves its traceback; the rest is one line.
         cause = exc.__cause__ if isinstance(exc, AppImportError) else None

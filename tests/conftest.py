@@ -41,7 +41,7 @@ from asgiws.config import Config  # noqa: E402
 from asgiws.server import Server  # noqa: E402
 
 TIMEOUT = 10.0  # upper bound on any single wait in the tests; a hang fails rather than blocks
-STARTUP_LINE = re.compile(r"asgiws running on (?:http://\[?([^\]\s]+?)\]?:(\d+)|unix socket (\S+))")
+STARTUP_LINE = re.compile(r"asgiws running on (?:https?://\[?([^\]\s]+?)\]?:(\d+)|unix socket (\S+))")
 
 
 @pytest.fixture

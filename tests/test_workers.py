@@ -1,0 +1,261 @@
+"""`--workers N`: a supervisor process and N worker processes, with real signals (asgiws.workers).
+
+The app is tests/apps/production.py: GET /pid answers with the serving process's pid.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import TIMEOUT
+
+APPS = Path(__file__).resolve().parent / "apps"
+SERVING = r"Worker \[(\d+)\] is serving"
+
+
+def spawn_workers(spawn_server, tmp_path: Path, *args: str, workers: int = 2):
+    return spawn_server("production:app", "--workers", str(workers), "--lifespan", "on", *args,
+                        app_dir=APPS, env={"PRODUCTION_EVENTS": str(tmp_path / "events")})  # fmt: skip
+
+
+def serving_pids(proc) -> list:
+    """The pids of the workers that reported serving so far (reading the log lines that came)."""
+    while True:
+        try:
+            line = proc._lines.get_nowait()
+        except queue.Empty:
+            break
+        if line is None:
+            proc._lines.put(None)
+            break
+        proc.output.append(line)
+    return [int(pid) for pid in re.findall(SERVING, proc.text)]
+
+
+def get(proc, path: str = "/") -> bytes:
+    """One request on a new connection (Connection: close); the body. Raises on any failure."""
+    with socket.create_connection((proc.host, proc.port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data
+    return body
+
+
+def pids_answering(proc, expected: set) -> set:
+    """Ask /pid on new connections until every pid in `expected` has answered (or time is up)."""
+    seen: set = set()
+    deadline = time.monotonic() + TIMEOUT
+    while not expected <= seen and time.monotonic() < deadline:
+        seen.add(int(get(proc, "/pid")))
+    return seen
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_workers_serve_from_their_own_processes(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path, workers=3) as proc:
+        workers = set(serving_pids(proc))
+        assert len(workers) == 3 and proc.proc.pid not in workers
+        assert pids_answering(proc, workers) == workers  # every worker accepts connections
+        assert "running on http://127.0.0.1:" in proc.text and "with 3 workers" in proc.text
+    # Each worker ran its own lifespan.
+    lines = (tmp_path / "events").read_text().splitlines()
+    assert sorted(lines) == sorted([f"startup {pid}" for pid in workers] + [f"shutdown {pid}" for pid in workers])
+
+
+def test_killed_worker_is_replaced(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        victim, survivor = serving_pids(proc)
+        os.kill(victim, signal.SIGKILL)
+        proc.wait_for_line(rf"Worker \[{victim}\] died \(killed by SIGKILL\); starting a new one")
+        replacement = int(proc.wait_for_line(rf"Worker \[(?!{victim}\]|{survivor}\])(\d+)\] is serving").group(1))
+        assert pids_answering(proc, {survivor, replacement}) == {survivor, replacement}
+
+
+def test_worker_that_crashes_is_replaced(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        victim, _ = serving_pids(proc)
+        os.kill(victim, signal.SIGABRT)  # as a segfaulting extension would die
+        proc.wait_for_line(rf"Worker \[{victim}\] died \(killed by SIGABRT\)")
+        proc.wait_for_line(rf"Worker \[(?!{victim}\])(\d+)\] is serving")
+        assert get(proc) == b"ok"
+
+
+def test_sighup_replaces_every_worker_without_failing_a_request(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path, workers=3) as proc:
+        old = set(serving_pids(proc))
+        results: list = []
+        stop = threading.Event()
+
+        def client_loop() -> None:
+            deadline = time.monotonic() + 3 * TIMEOUT  # bounded even if the test body fails
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    results.append(int(get(proc, "/pid")))
+                except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                    results.append(exc)
+
+        clients = [threading.Thread(target=client_loop, daemon=True) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        try:
+            wait_until(lambda: len(results) > 50, "requests before the reload")
+            proc.signal(signal.SIGHUP)
+            proc.wait_for_line("Reload complete", timeout=3 * TIMEOUT)
+            count = len(results)
+            wait_until(lambda: len(results) > count + 50, "requests after the reload")
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(TIMEOUT)
+        failures = [result for result in results if isinstance(result, Exception)]
+        assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:3]}"
+        new = set(serving_pids(proc)) - old
+        assert len(new) == 3
+        for pid in old:
+            assert f"Worker [{pid}] stopped (exit status 0)" in proc.text
+            wait_until(lambda: gone(pid), f"old worker {pid} to exit")
+        assert set(results[-20:]) <= new  # only new workers answer now
+        assert pids_answering(proc, new) == new
+
+
+def test_sigterm_stops_supervisor_and_workers_with_status_0(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        workers = serving_pids(proc)
+        assert get(proc) == b"ok"
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+    for pid in workers:
+        assert f"Worker [{pid}] stopped (exit status 0)" in proc.text
+        wait_until(lambda: gone(pid), f"worker {pid} to exit")
+    lines = (tmp_path / "events").read_text().splitlines()
+    assert sorted(line for line in lines if line.startswith("shutdown")) == sorted(f"shutdown {pid}" for pid in workers)
+
+
+def test_sigint_stops_everything_with_status_0(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        workers = serving_pids(proc)
+        # Ctrl+C reaches the whole process group: the workers get SIGINT as well as the supervisor.
+        for pid in [proc.proc.pid, *workers]:
+            os.kill(pid, signal.SIGINT)
+        assert proc.wait() == 0
+    assert "forcing" not in proc.text  # one Ctrl+C: graceful everywhere
+
+
+def test_sigterm_sent_to_every_process_is_still_graceful(spawn_server, tmp_path):
+    """systemd's default KillMode sends SIGTERM to every process of the service; the supervisor
+    forwards one too. Two SIGTERMs must not turn into a forced exit in a worker."""
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        workers = serving_pids(proc)
+        with httpx.Client(timeout=TIMEOUT) as client:
+            result: list = []
+            thread = threading.Thread(target=lambda: result.append(client.get(proc.url + "/slow?1")))
+            thread.start()
+            wait_until(lambda: "slow started" in (tmp_path / "events").read_text(), "the slow request")
+            for pid in [*workers, proc.proc.pid]:
+                os.kill(pid, signal.SIGTERM)
+            thread.join(TIMEOUT)
+        assert result and result[0].status_code == 200
+        assert proc.wait() == 0
+    assert "forcing" not in proc.text.lower()
+
+
+def test_limit_max_requests_recycles_workers(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path, "--limit-max-requests", "3") as proc:
+        first = set(serving_pids(proc))
+        for _ in range(12):
+            assert get(proc) == b"ok"  # never refused, even while a worker is being replaced
+        proc.wait_for_line(r"Worker \[\d+\] exited \(exit status 0\); starting a new one")
+        assert "Served 3 requests (--limit-max-requests): shutting down." in proc.text
+        wait_until(lambda: len(set(serving_pids(proc)) - first) >= 2, "replacements")
+
+
+def test_limit_max_requests_single_process_exits(spawn_server, tmp_path):
+    with spawn_server("production:app", "--limit-max-requests", "2", app_dir=APPS) as proc:
+        assert get(proc) == b"ok"
+        assert get(proc) == b"ok"
+        assert proc.wait() == 0
+
+
+def test_worker_that_fails_to_boot_stops_the_supervisor(spawn, tmp_path):
+    (tmp_path / "failing.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    await receive()\n"
+        "    await send({'type': 'lifespan.startup.failed', 'message': 'no database'})\n"
+    )
+    proc = spawn(["failing:app", "--workers", "2", "--port", "0", "--app-dir", str(tmp_path)])
+    assert proc.wait() == 1
+    assert "Application startup failed: no database" in proc.text
+    assert re.search(r"Worker \[\d+\] failed to boot \(exit status 1\): stopping", proc.text)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        workers = serving_pids(proc)
+        proc.proc.kill()
+        proc.proc.wait(TIMEOUT)
+        for pid in workers:
+            wait_until(lambda: gone(pid), f"orphaned worker {pid} to exit")
+
+
+def test_taken_port_fails_in_the_supervisor(spawn):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = spawn(["production:app", "--workers", "2", "--port", str(taken.getsockname()[1]),
+                      "--app-dir", str(APPS)])  # fmt: skip
+        assert proc.wait() == 1
+    assert "address already in use" in proc.text
+    assert "Started server process" not in proc.text  # no worker was started
+
+
+def test_second_signal_forces_the_workers(spawn_server, tmp_path):
+    with spawn_workers(spawn_server, tmp_path, "--timeout-graceful-shutdown", "30") as proc:
+        hung = threading.Thread(target=lambda: _quietly(httpx.get, proc.url + "/hang", timeout=TIMEOUT), daemon=True)
+        hung.start()
+        wait_until(lambda: "hang started" in (tmp_path / "events").read_text(), "the hanging request")
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        proc.wait_for_line("Waiting for 1 connection")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        assert time.monotonic() - started < 5
+    assert "Second signal received: forcing the workers to exit." in proc.text
+    assert "hang cancelled" in (tmp_path / "events").read_text()
+
+
+def _quietly(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the request is cut on purpose
+        pass
