@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -63,6 +63,7 @@ class TrustedPeers:
         self.networks = tuple(networks)
         self.everyone = everyone
         self.unix = unix
+        self._known: Dict[str, bool] = {}  # host → trusted: parsing an address costs microseconds
 
     def __contains__(self, host: Optional[str]) -> bool:
         """Whether a TCP peer address (None: a Unix socket peer) is trusted."""
@@ -70,6 +71,14 @@ class TrustedPeers:
             return self.unix or self.everyone
         if self.everyone:
             return True
+        known = self._known.get(host)
+        if known is None:
+            if len(self._known) >= 1024:  # bounded: X-Forwarded-For addresses come from clients
+                self._known.clear()
+            known = self._known[host] = self._check(host)
+        return known
+
+    def _check(self, host: str) -> bool:
         address = _ip(host)
         if address is None:
             return False
