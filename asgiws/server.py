@@ -5,7 +5,8 @@
 startup    import the app, listen (TCP host/port, Unix socket, an inherited fd, or sockets a
            supervisor bound: asgiws.workers, gunicorn), run lifespan startup, serve (TLS with
            --ssl-certfile), print where.
-main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code), or --limit-max-requests.
+main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code), or --limit-max-requests
+           HTTP requests answered.
 shutdown   stop listening; ask every connection to finish (HTTP: close when idle or after the
            response in flight; WebSocket: Close with --ws-shutdown-close-code); wait up to
            --timeout-graceful-shutdown for connections and app tasks to end; cancel what is left;
@@ -46,7 +47,21 @@ class ServerState:
     def __init__(self) -> None:
         self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
         self.tasks: Set[asyncio.Task] = set()  # app tasks, for graceful shutdown
-        self.total_requests: int = 0
+        self._total_requests = 0
+        # --limit-max-requests: called once, when the request that reaches the limit completes.
+        self.request_limit: Optional[int] = None
+        self.on_request_limit: Any = None
+
+    @property
+    def total_requests(self) -> int:
+        """HTTP requests answered (the protocol adds one per completed response)."""
+        return self._total_requests
+
+    @total_requests.setter
+    def total_requests(self, value: int) -> None:
+        self._total_requests = value
+        if value == self.request_limit:
+            self.on_request_limit()
 
 
 class StartupError(Exception):
@@ -71,6 +86,9 @@ class Server:
         self.force_exit = False
         self._exit_requested: Optional[asyncio.Event] = None
         self._uds_path: Optional[str] = None  # a socket file we created, removed on shutdown
+        if config.limit_max_requests is not None:
+            self.server_state.request_limit = config.limit_max_requests
+            self.server_state.on_request_limit = self._request_limit_reached
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -156,19 +174,12 @@ class Server:
 
     async def main_loop(self) -> None:
         assert self._exit_requested is not None, "startup() first"
-        limit = self.config.limit_max_requests
-        if limit is None:
-            await self._exit_requested.wait()
-            return
-        # Checked ten times a second rather than per request: the HTTP path stays as it is.
-        while not self._exit_requested.is_set():
-            if self.server_state.total_requests >= limit:
-                logger.info("Served %d requests (--limit-max-requests): shutting down.", limit)
-                return
-            try:
-                await asyncio.wait_for(self._exit_requested.wait(), 0.1)
-            except asyncio.TimeoutError:
-                pass
+        await self._exit_requested.wait()
+
+    def _request_limit_reached(self) -> None:
+        if self._exit_requested is not None and not self._exit_requested.is_set():
+            logger.info("Served %d requests (--limit-max-requests): shutting down.", self.config.limit_max_requests)
+            self._exit_requested.set()
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -193,10 +193,11 @@ def test_sigterm_sent_to_every_process_is_still_graceful(spawn_server, tmp_path)
 def test_limit_max_requests_recycles_workers(spawn_server, tmp_path):
     with spawn_workers(spawn_server, tmp_path, "--limit-max-requests", "3") as proc:
         first = set(serving_pids(proc))
-        for _ in range(12):
-            assert get(proc) == b"ok"  # never refused, even while a worker is being replaced
+        answered_by = [int(get(proc, "/pid")) for _ in range(12)]  # never refused, even mid-replacement
         proc.wait_for_line(r"Worker \[\d+\] exited \(exit status 0\); starting a new one")
         assert "Served 3 requests (--limit-max-requests): shutting down." in proc.text
+        assert max(answered_by.count(pid) for pid in answered_by) <= 3  # the limit is exact
+        assert len(set(answered_by)) >= 4  # so at least two workers were replaced
         wait_until(lambda: len(set(serving_pids(proc)) - first) >= 2, "replacements")
 
 
