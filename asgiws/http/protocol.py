@@ -68,6 +68,9 @@ JOIN_LIMIT = 65536
 # After an error response, how long to keep draining what the client still sends before closing.
 LINGER_TIMEOUT = 2.0
 
+# On shutdown, how long a connection that has not sent its first request yet may still send it.
+FIRST_REQUEST_GRACE = 1.0
+
 SERVER_HEADER = b"server: asgiws\r\n"
 
 
@@ -783,6 +786,8 @@ class HttpProtocol(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
         ws.upgrade(transport, scope, leftover)
+        if self._shutting_down:  # a handshake that arrived during the shutdown grace: refused (503)
+            ws.shutdown()
 
     # -- errors, timeouts, shutdown ----------------------------------------------------------
 
@@ -874,14 +879,25 @@ class HttpProtocol(asyncio.Protocol):
         self._keep_alive_timer = self._header_timer = self._linger_timer = None
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close now if nothing is in flight, else after the current response."""
+        """Graceful shutdown: close an idle keep-alive connection now; let the request in flight,
+        or one whose head is arriving, finish (its response says `Connection: close`).
+
+        A connection accepted just before the shutdown gets FIRST_REQUEST_GRACE to send its first
+        request: its client sent it as soon as connect() returned, and closing now would fail it
+        unanswered (after a request, an idle connection may close: clients retry on those).
+        """
         self._shutting_down = True
         self._pipeline.clear()
         self._deferred_upgrade = None
-        if self._active is None:
-            self.close_transport()
-        else:
+        if self._active is not None:
             self._active.keep_alive = False
+        elif self._head_in_progress:
+            pass  # answered once complete (the header timer bounds the wait), then closed
+        elif self._messages_begun == 0 and not self._stopped:
+            grace = min(FIRST_REQUEST_GRACE, self.config.timeout_header)
+            self._keep_alive_timer = self.loop.call_later(grace, self._on_keep_alive_timeout)
+        else:
+            self.close_transport()
 
 
 def _address(address: Any, unix_path: bool = False) -> Optional[Tuple[Any, Optional[int]]]:
