@@ -430,3 +430,11 @@ class _Worker:
                 self._on_signal(signal.SIGTERM)
                 return
 
+
+def __getattr__(name: str) -> Any:
+    # `gunicorn -k asgiws.workers.AsgiwsWorker`: gunicorn is imported only when it asks.
+    if name == "AsgiwsWorker":
+        from asgiws.gunicorn_worker import AsgiwsWorker
+
+        return AsgiwsWorker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
