@@ -282,7 +282,7 @@ class Config:
         16 * 1024 * 1024, "Largest WebSocket message in bytes (after decompression); larger closes with 1009.",
         bytes_value, WS)  # fmt: skip
     ws_ping_interval: Optional[float] = setting(
-        20.0, "Send a WebSocket Ping after this many idle seconds, to find dead peers and keep proxies open (none: never).",
+        20.0, "Send a WebSocket Ping every this many seconds, to find dead peers and keep proxies open (none: never).",
         seconds_or_none, WS)  # fmt: skip
     ws_ping_timeout: Optional[float] = setting(
         20.0, "Drop a WebSocket connection whose Pong does not arrive within this many seconds (none: wait forever).",

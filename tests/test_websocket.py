@@ -648,3 +648,29 @@ def test_compressed_bomb_closes_1009(run_server):
         assert len(bomb) < 1 << 16
         client.send_frame(2, bomb, rsv1=True)
         assert client.recv_close()[0] == 1009
+
+
+def test_keepalive_does_not_drop_a_live_client_while_reading_is_paused(run_server):
+    """An app that stops receiving pauses reading; the client's Pongs then cannot be read, so
+    the keepalive must not take their absence for a dead peer."""
+    gate = threading.Event()
+
+    async def body(receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, TIMEOUT)
+        count = 0
+        while (await receive())["type"] == "websocket.receive":
+            count += 1
+            if count == 40:
+                await send({"type": "websocket.send", "text": "got 40"})
+
+    app = Recorder(body)
+    with run_server(app, ws_ping_interval=0.1, ws_ping_timeout=0.2, ws_read_high_water=65536) as server:
+        client = RawClient(server)
+        for _ in range(40):
+            client.send_frame(2, b"x" * 32768)  # 1.25 MiB: reading pauses
+        threading.Timer(1.0, gate.set).start()  # the app resumes after 5 ping timeouts
+        while (frame := client.recv_frame()).opcode == 9:
+            client.send_frame(0xA, frame.payload)
+        assert (frame.opcode, frame.payload) == (1, "got 40")

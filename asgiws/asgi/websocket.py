@@ -293,6 +293,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if self.queued_bytes > self.read_high_water and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
+            # A Pong cannot be read while reading is paused: the peer is sending faster than
+            # the app reads, which proves it alive. Keepalive resumes with reading.
+            if self.pong_timer is not None:
+                self.pong_timer.cancel()
+                self.pong_timer = None
         waiter = self.waiter
         if waiter is not None and queue:
             self.waiter = None
@@ -556,6 +561,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         conn = self.conn
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
+        if self.reading_paused:
+            self._schedule_ping()  # see _deliver: no Pong could be read now
+            return
         self.ping_payload = random_ping_payload()
         self._write(conn.send_ping(self.ping_payload))
         timeout = self.config.ws_ping_timeout
@@ -579,7 +587,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             logger.debug("WebSocket app %s stopped: client disconnected", self.scope.get("path"))
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
-                self._app_failed(CloseCode.SERVICE_RESTART)
+                # Cancelled: the server is shutting down and the app outlived the grace period.
+                self._app_failed(self.config.ws_shutdown_close_code)
                 raise
             logger.error("Exception in ASGI application", exc_info=exc)
             self._app_failed(CloseCode.INTERNAL_ERROR)
