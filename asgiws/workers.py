@@ -173,12 +173,19 @@ class Supervisor:
     def _spawn_missing(self) -> None:
         if self.phase is Phase.STOPPING or time.monotonic() < self.next_spawn:
             return
-        while len(self._active()) < self.config.workers:
+        while len(self._active()) < self.config.workers and time.monotonic() >= self.next_spawn:
             self._spawn()
 
     def _spawn(self) -> None:
         ready_r, ready_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: try again later, keep serving
+            os.close(ready_r)
+            os.close(ready_w)
+            logger.error("Could not start a worker: %s; trying again in %.1fs", exc, RESPAWN_DELAY_MAX)
+            self.next_spawn = time.monotonic() + RESPAWN_DELAY_MAX
+            return
         if pid == 0:  # the worker
             os.close(ready_r)
             self._in_child()
