@@ -186,10 +186,14 @@ class Supervisor:
             logger.error("Could not start a worker: %s; trying again in %.1fs", exc, RESPAWN_DELAY_MAX)
             self.next_spawn = time.monotonic() + RESPAWN_DELAY_MAX
             return
-        if pid == 0:  # the worker
-            os.close(ready_r)
-            self._in_child()
-            os._exit(run_worker(self.config, self.sockets, ready_w))
+        if pid == 0:  # the worker: never return into the supervisor's code
+            status = 1
+            try:
+                os.close(ready_r)
+                self._in_child()
+                status = run_worker(self.config, self.sockets, ready_w)
+            finally:
+                os._exit(status)
         os.close(ready_w)
         self.workers[pid] = WorkerProcess(pid, ready_r, self.generation)
 
