@@ -88,7 +88,8 @@ class FrameParser:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable view of the free space at the end of the receive buffer (never empty)."""
     def feed(self, nbytes: int) -> list[Frame]:
-        """`nbytes` were written into the last buffer handed out: parse all complete frames."""
+        """`nbytes` were written into the last buffer handed out: parse all complete frames.
+        ValueError if `nbytes` is negative or more than the free space handed out."""
     def feed_data(self, data: bytes) -> list[Frame]:
         """Copy `data` into the buffer and parse (for bytes that arrive outside get_buffer, e.g.
         bytes after the HTTP upgrade head, and for tests)."""
@@ -121,7 +122,9 @@ def build_header(
     """Only the header (2, 4 or 10 bytes, +4 with a mask), for `writelines([header, payload])`."""
 
 def build_close_payload(code: int = 1000, reason: str = "") -> bytes:
-    """Close frame payload: 2-byte code + UTF-8 reason; b"" for code 1005 (no status)."""
+    """Close frame payload: 2-byte code + UTF-8 reason; b"" for code 1005 (no status).
+    Raises ValueError for a code that may not go on the wire, for 1005 with a reason, and for a
+    reason over 123 bytes of UTF-8."""
 
 def parse_close_payload(payload: bytes) -> tuple[int, str]:
     """(code, reason) from a close payload; (1005, "") for an empty one. Raises ProtocolError
@@ -131,13 +134,15 @@ def is_valid_close_code(code: int) -> bool:
     """May this code appear in a Close frame on the wire (RFC 6455 §7.4.1/§7.4.2)?"""
 
 def mask(data: Union[bytes, bytearray, memoryview], key: bytes, offset: int = 0) -> bytes:
-    """XOR `data` with the 4-byte `key`, starting at key position `offset % 4`; out of place."""
+    """XOR `data` with the 4-byte `key`, starting at key position `offset % 4`; out of place.
+    A key that is not 4 bytes raises ValueError."""
 
 def mask_inplace(data: Union[bytearray, memoryview], key: bytes, offset: int = 0) -> None:
-    """XOR a writable buffer in place."""
+    """XOR a writable buffer in place (a read-only buffer raises BufferError)."""
 
 def mask_impl() -> str:
-    """The masking kernel chosen at run time: "avx2", "sse2", "neon" or "scalar"."""
+    """The masking kernel chosen at run time: "avx2", "sse2", "neon" or "scalar"
+    (ASGIWS_MASK_KERNEL=scalar|sse2 in the environment forces a narrower one)."""
 
 def utf8_valid(data: Union[bytes, bytearray, memoryview]) -> bool:
     """Exactly what `data.decode("utf-8")` (strict) accepts."""

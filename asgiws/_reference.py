@@ -307,6 +307,8 @@ class ReferenceParser:
         self._buffer = bytearray()
         self._message: Optional[_Message] = None
         self._stopped = False  # after a protocol error or a Close frame
+        self._partial: Optional[tuple[Utf8Validator, int]] = None  # see _check_partial_text
+        self.bytes_parsed = 0  # wire bytes of every frame parsed
 
     @property
     def buffered(self) -> int:
@@ -386,7 +388,7 @@ class ReferenceParser:
         if opcode == Opcode.CONTINUATION and self._message.size + length > self.max_size:
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message over max_size")
 
-        # Stage 3: masking key and payload.
+        # Stages 3 and 4: masking key, payload so far (text is checked as it arrives), whole frame.
         key = None
         if masked:
             if len(buf) < position + 4:
@@ -399,21 +401,30 @@ class ReferenceParser:
         if len(payload) < length:
             self._check_partial_text(opcode, rsv1, payload)
             return None
+        self._partial = None
         frame = self._frame(fin, rsv1, opcode, payload)
         del buf[: position + length]  # only once the frame is accepted
+        self.bytes_parsed += position + length
         return frame
 
     def _check_partial_text(self, opcode: int, rsv1: bool, received: bytes) -> None:
         """Fail fast (§8.1): the received part of an uncompressed text frame must be a prefix of
-        valid UTF-8, continuing the message so far, before the rest of the frame arrives."""
-        if opcode == Opcode.TEXT and not rsv1:
-            validator = Utf8Validator()
-        elif opcode == Opcode.CONTINUATION and self._message.utf8 is not None:
-            validator = copy.copy(self._message.utf8)
-        else:
-            return
-        if not validator.feed(received):
+        valid UTF-8, continuing the message so far, before the rest of the frame arrives.
+
+        A copy of the message's validator goes through the frame's bytes as they arrive
+        (`_partial`: that copy and how many bytes it has seen; cleared when the frame is whole)."""
+        if self._partial is None:
+            if opcode == Opcode.TEXT and not rsv1:
+                validator = Utf8Validator()
+            elif opcode == Opcode.CONTINUATION and self._message.utf8 is not None:
+                validator = copy.copy(self._message.utf8)
+            else:
+                return
+            self._partial = (validator, 0)
+        validator, seen = self._partial
+        if not validator.feed(received[seen:]):
             raise ProtocolError(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8")
+        self._partial = (validator, len(received))
 
     def _frame(self, fin: bool, rsv1: bool, opcode: int, payload: bytes) -> Frame:
         """Apply the payload rules and the message state to one whole frame."""

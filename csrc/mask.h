@@ -16,7 +16,8 @@
 void asgiws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4], size_t offset);
 
 /* Choose the kernel for this CPU. Called once at module import; asgiws_mask() calls it too if
- * it was not. Returns the name of the kernel chosen: "avx2", "sse2", "neon" or "scalar". */
+ * it was not. Returns the name of the kernel chosen: "avx2", "sse2", "neon" or "scalar".
+ * The environment variable ASGIWS_MASK_KERNEL=scalar|sse2 forces a narrower one (for tests). */
 const char *asgiws_mask_init(void);
 
 /* Kernels. `key` is the rotated key: key[i % 4] masks the byte at index i of this call.

@@ -160,3 +160,35 @@ def test_mask_refuses_a_key_that_is_not_4_bytes(key):
         _codec.mask(b"payload", key)
     with pytest.raises((ValueError, TypeError)):
         _codec.mask_inplace(bytearray(b"payload"), key)
+
+
+@pytest.mark.parametrize("kernel", ["scalar", "sse2"])
+def test_every_kernel_matches_the_reference(kernel):
+    """The machine's best kernel is what the other tests exercise; ASGIWS_MASK_KERNEL forces
+    the narrower ones, in a fresh interpreter since the choice is made at import."""
+    import platform
+    import subprocess
+    import sys
+
+    if kernel == "sse2" and platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("SSE2 is an x86-64 kernel")
+    script = (
+        "import os, random\n"
+        "from asgiws import _codec, _reference\n"
+        f"assert _codec.mask_impl() == {kernel!r}, _codec.mask_impl()\n"
+        "rng = random.Random(7)\n"
+        "for n in list(range(0, 300)) + [4096, 65537]:\n"
+        "    data = bytes(rng.getrandbits(8) for _ in range(n))\n"
+        "    key = bytes(rng.getrandbits(8) for _ in range(4))\n"
+        "    for offset in range(4):\n"
+        "        for start in (0, 1, 3):\n"
+        "            view = memoryview(bytearray(b'.' * start + data))[start:]\n"
+        "            expected = _reference.mask(data, key, offset)\n"
+        "            assert _codec.mask(view, key, offset) == expected\n"
+        "            _codec.mask_inplace(view, key, offset)\n"
+        "            assert bytes(view) == expected\n"
+    )
+    env = dict(os.environ, ASGIWS_MASK_KERNEL=kernel)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
