@@ -48,6 +48,17 @@ cdef class FrameParser:
         Py_ssize_t partial_done
         uint32_t partial_utf8
         public object error
+        # A large binary frame is received straight into its payload object (no copy out of
+        # the buffer afterwards; unmasked in place as it arrives): the object and its frame.
+        object direct
+        Py_ssize_t direct_filled
+        Py_ssize_t direct_length
+        Py_ssize_t direct_header_len
+        bint direct_fin
+        bint direct_rsv1
+        int direct_opcode
+        bint direct_masked
+        uint8_t direct_key[4]
         # Return whole uncompressed data frames as their bare payload, not as Frame objects.
         readonly bint bare_messages
         readonly bint all_bare      # the last feed returned bare payloads only
@@ -58,4 +69,8 @@ cdef class FrameParser:
     cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
                                  bint first) except -1
     cdef void _compact(self)
+    cdef int _start_direct(self, uint8_t *p, Py_ssize_t header_len, Py_ssize_t length, bint fin,
+                           bint rsv1, int opcode, bint masked, Py_ssize_t avail) except -1
+    cdef int _direct_received(self, Py_ssize_t nbytes, list frames) except -1
+    cdef int _append(self, list frames, bint fin, bint rsv1, int opcode, object payload) except -1
     cdef int _reserve(self, Py_ssize_t free) except -1

@@ -50,6 +50,8 @@ cdef enum:
     _MAX_CONTROL_PAYLOAD = 125     # RFC 6455 §5.5
     # Free space get_buffer() guarantees at least: a read of this size per recv() call.
     _MIN_FREE = 8192
+    # From this payload size a binary frame is received straight into its bytes object.
+    _DIRECT_MIN = 65536
 
 _MASK_IMPL = asgiws_mask_init().decode("ascii")
 asgiws_utf8_feed(ASGIWS_UTF8_ACCEPT, NULL, 0)  # builds the UTF-8 tables at import
@@ -115,6 +117,7 @@ cdef class FrameParser:
         self.partial_utf8 = ASGIWS_UTF8_ACCEPT
         self.error = None
         self.bare_messages = bare_messages
+        self.direct = None
         self.all_bare = True
         self.bytes_parsed = 0
 
@@ -124,6 +127,8 @@ cdef class FrameParser:
     @property
     def buffered(self):
         """Bytes received but not yet parsed (a partial frame)."""
+        if self.direct is not None:
+            return self.direct_header_len + self.direct_filled
         return self.end - self.start
 
     @property
@@ -138,6 +143,12 @@ cdef class FrameParser:
         declared length."""
         cdef Py_ssize_t want = _MIN_FREE
         cdef Py_ssize_t missing, received
+        if self.direct is not None:
+            # The rest of a large frame goes straight into its payload object, and nothing
+            # else does: the view ends where the frame ends.
+            return PyMemoryView_FromMemory(
+                PyBytes_AS_STRING(self.direct) + self.direct_filled,
+                self.direct_length - self.direct_filled, PyBUF_WRITE)
         if self.pending > 0:
             # Grow toward the frame the header announced, but never past twice what has
             # arrived: memory follows the bytes a peer sends, not the length it claims.
@@ -152,6 +163,14 @@ cdef class FrameParser:
 
     def feed(self, Py_ssize_t nbytes):
         """`nbytes` were written into the last buffer handed out: parse every complete frame."""
+        cdef list direct_frames
+        if self.direct is not None:
+            if nbytes < 0 or nbytes > self.direct_length - self.direct_filled:
+                raise ValueError("nbytes out of range of the buffer handed out")
+            direct_frames = []
+            self.all_bare = True
+            self._direct_received(nbytes, direct_frames)
+            return direct_frames
         if nbytes < 0 or nbytes > self.capacity_ - self.end:
             raise ValueError("nbytes out of range of the buffer handed out")
         self.end += nbytes
@@ -166,13 +185,96 @@ cdef class FrameParser:
     def feed_data(self, data):
         """Copy `data` into the buffer and parse (bytes that arrived outside get_buffer)."""
         cdef Py_buffer view
+        cdef list frames = []
+        cdef Py_ssize_t offset = 0, take
+        cdef bint all_bare = True
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            self._reserve(view.len)
-            memcpy(self.buf + self.end, view.buf, view.len)  # copy: outside the recv path
+            while True:
+                if self.direct is not None and offset < view.len:
+                    take = min(view.len - offset, self.direct_length - self.direct_filled)
+                    memcpy(PyBytes_AS_STRING(self.direct) + self.direct_filled,
+                           <char *>view.buf + offset, take)
+                    offset += take
+                    frames.extend(self.feed(take))
+                    all_bare = all_bare and self.all_bare
+                    continue
+                if offset >= view.len:
+                    break
+                take = view.len - offset
+                self._reserve(take)
+                # copy: outside the recv path
+                memcpy(self.buf + self.end, <char *>view.buf + offset, take)
+                offset += take
+                frames.extend(self.feed(take))
+                all_bare = all_bare and self.all_bare
         finally:
             PyBuffer_Release(&view)
-        return self.feed(view.len)
+        self.all_bare = all_bare
+        return frames
+
+    cdef int _start_direct(self, uint8_t *p, Py_ssize_t header_len, Py_ssize_t length, bint fin,
+                           bint rsv1, int opcode, bint masked, Py_ssize_t avail) except -1:
+        """Receive the rest of this large binary frame straight into its payload object.
+        Copies: what already arrived is unmasked into it once; the rest is read into it by the
+        kernel and unmasked in place. PyBytes_FromStringAndSize(NULL, n) touches no payload
+        page, so memory still follows the bytes received."""
+        cdef object payload = PyBytes_FromStringAndSize(NULL, length)
+        cdef Py_ssize_t received = avail - header_len
+        if masked:
+            memcpy(self.direct_key, p + header_len - 4, 4)
+            asgiws_mask(<uint8_t *>PyBytes_AS_STRING(payload), p + header_len, <size_t>received,
+                        self.direct_key, 0)
+        else:
+            memcpy(PyBytes_AS_STRING(payload), p + header_len, <size_t>received)
+        self.direct = payload
+        self.direct_filled = received
+        self.direct_length = length
+        self.direct_header_len = header_len
+        self.direct_fin = fin
+        self.direct_rsv1 = rsv1
+        self.direct_opcode = opcode
+        self.direct_masked = masked
+        self.start += avail
+        self.pending = 0
+        return 0
+
+    cdef int _direct_received(self, Py_ssize_t nbytes, list frames) except -1:
+        cdef uint8_t *data = <uint8_t *>PyBytes_AS_STRING(self.direct)
+        cdef object payload
+        if self.direct_masked:
+            asgiws_mask(data + self.direct_filled, data + self.direct_filled, <size_t>nbytes,
+                        self.direct_key, <size_t>self.direct_filled)
+        self.direct_filled += nbytes
+        if self.direct_filled < self.direct_length:
+            return 0
+        payload = self.direct
+        self.direct = None
+        if self.direct_opcode != _CONTINUATION:
+            self.message_opcode = self.direct_opcode
+            self.message_compressed = self.direct_rsv1
+            self.message_size = 0
+        self.message_size += self.direct_length
+        if self.direct_fin:
+            self.message_opcode = 0
+            self.message_size = 0
+        self.bytes_parsed += self.direct_header_len + self.direct_length
+        self._append(frames, self.direct_fin, self.direct_rsv1, self.direct_opcode, payload)
+        return 0
+
+    cdef int _append(self, list frames, bint fin, bint rsv1, int opcode, object payload) except -1:
+        cdef Frame frame
+        if self.bare_messages and fin and not rsv1 and (opcode == _TEXT or opcode == _BINARY):
+            frames.append(payload)  # a whole message: no Frame object
+            return 0
+        self.all_bare = False
+        frame = Frame.__new__(Frame)
+        frame.fin = fin
+        frame.rsv1 = rsv1
+        frame.opcode = opcode
+        frame.payload = payload
+        frames.append(frame)
+        return 0
 
     cdef int _reserve(self, Py_ssize_t free) except -1:
         cdef Py_ssize_t new_capacity
@@ -215,6 +317,7 @@ cdef class FrameParser:
         self.error = ProtocolError(code, reason)
         self.state = PARSE_STOPPED
         self.pending = 0
+        self.direct = None
         return 0
 
     cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
@@ -255,7 +358,6 @@ cdef class FrameParser:
         cdef bint fin, rsv1, masked, compressed, text
         cdef Py_ssize_t done
         cdef object payload
-        cdef Frame frame
 
         while self.state == PARSE_FRAMES:
             avail = self.end - self.start
@@ -338,9 +440,13 @@ cdef class FrameParser:
                 opcode == _CONTINUATION and self.message_opcode == _TEXT))
             if <uint64_t>avail < <uint64_t>header_len + length:
                 self.pending = header_len + <Py_ssize_t>length
-                if text and avail > header_len:
-                    self._check_partial_text(payload_ptr, avail - header_len, masked,
-                                             opcode == _TEXT)
+                if text:
+                    if avail > header_len:
+                        self._check_partial_text(payload_ptr, avail - header_len, masked,
+                                                 opcode == _TEXT)
+                elif opcode < 0x8 and length >= _DIRECT_MIN and avail >= header_len:
+                    self._start_direct(p, header_len, <Py_ssize_t>length, fin, rsv1, opcode,
+                                       masked, avail)
                 break
             self.pending = 0
             done = self.partial_done
@@ -401,16 +507,7 @@ cdef class FrameParser:
 
             self.start += header_len + <Py_ssize_t>length
             self.bytes_parsed += header_len + <Py_ssize_t>length
-            if self.bare_messages and fin and not rsv1 and (opcode == _TEXT or opcode == _BINARY):
-                frames.append(payload)  # a whole message: no Frame object
-                continue
-            self.all_bare = False
-            frame = Frame.__new__(Frame)
-            frame.fin = fin
-            frame.rsv1 = rsv1
-            frame.opcode = opcode
-            frame.payload = payload
-            frames.append(frame)
+            self._append(frames, fin, rsv1, opcode, payload)
         return frames
 
 

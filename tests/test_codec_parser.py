@@ -5,6 +5,7 @@ by the reference parser, and must give the same frames; every protocol violation
 asserting the exact close code from both parsers."""
 
 import os
+import random
 import struct
 
 import pytest
@@ -700,3 +701,47 @@ def test_is_valid_close_code_everywhere():
         assert _codec.is_valid_close_code(code) == _reference.is_valid_close_code(code), code
     assert [c for c in range(0, 70_000) if _codec.is_valid_close_code(c)] == (
         [1000, 1001, 1002, 1003] + list(range(1007, 1015)) + list(range(3000, 5000)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([65535, 65536, 70000, 200_000]), min_size=1, max_size=3),
+    reads=st.lists(st.integers(1, 90_000), min_size=1, max_size=30),
+    through_get_buffer=st.booleans(),
+    fragmented=st.booleans(),
+)
+def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer, fragmented):
+    """Binary frames from 64 KiB go straight into their payload object (get_buffer hands out a
+    view of it); however the stream is cut, the frames equal the reference's."""
+    rng = random.Random(len(sizes) * 7 + sum(reads))
+    stream = b""
+    for size in sizes:
+        payload = rng.randbytes(size)
+        if fragmented:
+            half = size // 2
+            stream += _reference.build_frame(2, payload[:half], fin=False, mask=rng.randbytes(4))
+            stream += _reference.build_frame(9, b"ping", mask=rng.randbytes(4))
+            stream += _reference.build_frame(0, payload[half:], mask=rng.randbytes(4))
+        else:
+            stream += _reference.build_frame(2, payload, mask=rng.randbytes(4))
+    stream += _reference.build_frame(1, "tail", mask=rng.randbytes(4))
+    expected = _reference.ReferenceParser().feed_data(stream)
+    parser = _codec.FrameParser(bare_messages=False)
+    got, offset, i = [], 0, 0
+    while offset < len(stream):
+        n = reads[i % len(reads)]
+        i += 1
+        chunk = stream[offset:offset + n]
+        if through_get_buffer:
+            view = parser.get_buffer()
+            chunk = chunk[:len(view)]
+            view[:len(chunk)] = chunk
+            del view
+            got += parser.feed(len(chunk))
+        else:
+            got += parser.feed_data(chunk)
+        offset += len(chunk)
+    assert parser.error is None
+    assert [(f.fin, f.opcode, f.payload) for f in got] == [(f.fin, f.opcode, f.payload) for f in expected]
+    assert parser.buffered == 0
+    assert parser.bytes_parsed == len(stream)

@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import Any, Deque, Dict, Optional
 
-from .._codec import build_frame
+from .._codec import build_frame, build_header
 from ..websocket.connection import (
     OP_BINARY,
     OP_TEXT,
@@ -70,6 +70,8 @@ _STATUS_PHRASES = {
 }  # fmt: skip
 
 _DISCONNECT = "websocket.disconnect"
+# From this size a binary payload is written beside its header instead of copied behind it.
+_LARGE_PAYLOAD = 64 * 1024
 
 
 class WriteCoalescer:
@@ -404,13 +406,17 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             conn = self.conn
             if conn.state is not State.OPEN:
                 raise ClientDisconnected("WebSocket is closed")
-            if conn.deflate is None:
-                frame = build_frame(opcode, data)
-            else:
-                frame = conn.send_message(data)
             out = self.out
             if not out:
                 self.coalescer.add(self)
+            if conn.deflate is not None:
+                frame = conn.send_message(data)
+            elif opcode == OP_BINARY and len(data) >= _LARGE_PAYLOAD:
+                # Header apart, payload as it is: writelines() sends both, no copy of the payload.
+                out.append(build_header(OP_BINARY, len(data)))
+                frame = data
+            else:
+                frame = build_frame(opcode, data)  # copy: header and payload joined, one write
             out.append(frame)
             self.out_bytes += len(frame)
             self.messages_out += 1
