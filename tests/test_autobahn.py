@@ -94,7 +94,8 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) 
     while True:
         if proc.poll() is not None:
             pytest.fail(
-                f"server exited with code {proc.returncode} before accepting connections:\n{tail(log)}"
+                f"server exited with code {proc.returncode} before accepting connections:\n{tail(log)}",
+                pytrace=False,
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -102,7 +103,10 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) 
         except OSError:
             pass
         if time.monotonic() >= deadline:
-            pytest.fail(f"server did not accept connections on port {port} within {timeout:.0f}s:\n{tail(log)}")
+            pytest.fail(
+                f"server did not accept connections on port {port} within {timeout:.0f}s:\n{tail(log)}",
+                pytrace=False,
+            )
         proc_wait(proc, 0.05)  # poll interval; returns early if the server dies
 
 
@@ -184,7 +188,7 @@ def describe_failures(bad: list[str], cases: dict, outdir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_autobahn_fuzzingclient(tmp_path: Path) -> None:
+def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wstest = find_wstest()
     if wstest is None:
         pytest.skip(
@@ -238,7 +242,8 @@ def test_autobahn_fuzzingclient(tmp_path: Path) -> None:
             stop_process_group(client, grace=2.0)
             pytest.fail(
                 f"wstest did not finish within {WSTEST_TIMEOUT:.0f}s (ASGIWS_AUTOBAHN_TIMEOUT); "
-                f"last output:\n{tail(wstest_log)}\nserver log:\n{tail(server_log)}"
+                f"last output:\n{tail(wstest_log)}\nserver log:\n{tail(server_log)}",
+                pytrace=False,
             )
         finally:
             stop_process_group(client, grace=2.0)
@@ -254,8 +259,11 @@ def test_autobahn_fuzzingclient(tmp_path: Path) -> None:
     )
     cases = json.loads(index.read_text()).get(agent, {})
     summary = summarize(cases) if cases else "(no case results)"
-    print(f"[autobahn] {len(cases)} cases against {mode} in {elapsed:.1f}s; report: {outdir / 'index.html'}")
-    print(summary)
+    # Shown even without -s, so that CI logs carry the summary of a passing run too.
+    with capsys.disabled():
+        print(f"\n[autobahn] {len(cases)} cases against {mode} in {elapsed:.1f}s; "
+              f"report: {outdir / 'index.html'}")
+        print(summary)
 
     problems = []
     if not server_alive:
@@ -281,5 +289,4 @@ def test_autobahn_fuzzingclient(tmp_path: Path) -> None:
         )
     if problems:
         report = "\n\n".join(problems)
-        print(report)
         pytest.fail(f"Autobahn fuzzingclient against {mode}:\n{summary}\n\n{report}", pytrace=False)
