@@ -54,7 +54,9 @@ class FrameParser:
 
     The buffer starts at `initial_size` (16 KiB: the idle cost per connection), grows toward a
     large frame at most doubling per read (memory follows bytes received, never a declared
-    length), and shrinks back when a burst leaves it empty. The text of an incomplete frame is
+    length), and is freed whenever a read leaves it empty (an idle connection holds no buffer;
+    `capacity` then reports the size the next one will have). A binary frame of 64 KiB or more
+    is received straight into its payload object instead. The text of an incomplete frame is
     validated as it arrives, so invalid UTF-8 fails before the rest of the frame comes.
 
     Message-level rules are enforced here too: a continuation with no message open, a new data

@@ -97,9 +97,7 @@ cdef class FrameParser:
                   bint bare_messages=False):
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
-        self.buf = <uint8_t *>PyMem_Malloc(initial_size)
-        if self.buf == NULL:
-            raise MemoryError()
+        self.buf = NULL  # allocated by the first get_buffer()/feed_data(): idle costs nothing
         self.capacity_ = initial_size
         self.initial_size = initial_size
         self.start = 0
@@ -279,6 +277,13 @@ cdef class FrameParser:
     cdef int _reserve(self, Py_ssize_t free) except -1:
         cdef Py_ssize_t new_capacity
         cdef uint8_t *new_buf
+        if self.buf == NULL:
+            if self.capacity_ < free:
+                self.capacity_ = free
+            self.buf = <uint8_t *>PyMem_Malloc(self.capacity_)
+            if self.buf == NULL:
+                raise MemoryError()
+            return 0
         if self.capacity_ - self.end >= free:
             return 0
         if self.start > 0:
@@ -298,16 +303,14 @@ cdef class FrameParser:
     cdef void _compact(self):
         # Once per read: move the partial frame left by this read to the front. A large frame
         # that arrives over many reads is moved at most once, since start stays 0 until it is
-        # complete. An empty buffer that grew for a burst shrinks back.
-        cdef uint8_t *new_buf
+        # complete. An empty buffer is given back (an idle connection holds none; the next
+        # get_buffer() takes a fresh one of initial_size): a burst's growth does not outlive it.
         if self.start == self.end:
             self.start = 0
             self.end = 0
-            if self.capacity_ > self.initial_size:
-                new_buf = <uint8_t *>PyMem_Realloc(self.buf, self.initial_size)
-                if new_buf != NULL:
-                    self.buf = new_buf
-                    self.capacity_ = self.initial_size
+            self.capacity_ = self.initial_size
+            PyMem_Free(self.buf)
+            self.buf = NULL
         elif self.start > 0:
             memmove(self.buf, self.buf + self.start, self.end - self.start)
             self.end -= self.start

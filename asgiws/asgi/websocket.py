@@ -107,6 +107,53 @@ _coalescers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalesce
 
 
 class WebSocketProtocol(asyncio.BufferedProtocol):
+    # Slots, not a __dict__: one of these lives per WebSocket connection.
+    __slots__ = (
+        "accept_timer",
+        "app",
+        "app_task",
+        "bytes_out",
+        "close_timer",
+        "closed_by",
+        "coalescer",
+        "config",
+        "conn",
+        "connect_delivered",
+        "denial_headers",
+        "disconnect_delivered",
+        "disconnect_queued",
+        "drain_waiters",
+        "extensions_header",
+        "failure_pending",
+        "failure_timer",
+        "lifespan_state",
+        "loop",
+        "messages_in",
+        "messages_out",
+        "out",
+        "out_bytes",
+        "ping_payload",
+        "ping_timer",
+        "pong_timer",
+        "queue",
+        "queue_sizes",
+        "queued_bytes",
+        "read_high_water",
+        "read_low_water",
+        "reading_paused",
+        "request",
+        "scope",
+        "server_state",
+        "started",
+        "state",
+        "status",
+        "subprotocol",
+        "transport",
+        "waiter",
+        "write_high_water",
+        "write_paused",
+    )
+
     def __init__(self, config, server_state, app, app_state: Optional[dict] = None):
         self.config = config
         self.server_state = server_state
@@ -134,7 +181,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.write_high_water = config.ws_high_water
         self.coalescer = WriteCoalescer.for_loop(self.loop)
         self.write_paused = False
-        self.drain_waiters: Deque[asyncio.Future] = collections.deque()
+        self.drain_waiters: Optional[Deque[asyncio.Future]] = None  # made when first needed
         # Timers.
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
@@ -469,6 +516,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     async def _drain(self) -> None:
         waiter = self.loop.create_future()
+        if self.drain_waiters is None:
+            self.drain_waiters = collections.deque()
         self.drain_waiters.append(waiter)
         await waiter
 

@@ -102,6 +102,10 @@ def http_date() -> bytes:
     return _date_value
 
 
+# A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
+_DETACHED = asyncio.Protocol()
+
+
 class _Reject(Exception):
     """Raised from a parser callback to answer the request with an error status and close."""
 
@@ -780,6 +784,10 @@ class HttpProtocol(asyncio.Protocol):
             config=self.config, server_state=self.server_state, app=self.app, app_state=self.app_state
         )
         transport = self.transport
+        # uvloop keeps the previous protocol's data_received after set_protocol() to a
+        # BufferedProtocol, which would keep this HttpProtocol (parser, headers: ~4 KiB) alive
+        # for the whole WebSocket session: pass through a stateless placeholder first.
+        transport.set_protocol(_DETACHED)
         transport.set_protocol(ws)
         self.server_state.connections.discard(self)
         if self._reading_paused:  # the WebSocket protocol starts with reading on
