@@ -430,7 +430,7 @@ def test_subprotocol_and_headers_on_accept_via_aiohttp(run_server):
 
     async def client(url):
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(url, protocols=["a", "b"], timeout=TIMEOUT) as ws:
+            async with session.ws_connect(url, protocols=["a", "b"]) as ws:
                 assert ws.protocol == "b"
                 await ws.close()
 
@@ -621,7 +621,7 @@ def test_permessage_deflate_with_websockets_client(run_server):
 def test_permessage_deflate_with_aiohttp_client(run_server):
     async def client(url):
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(url, compress=15, timeout=TIMEOUT) as ws:
+            async with session.ws_connect(url, compress=15) as ws:
                 assert ws.compress
                 for _ in range(3):
                     await ws.send_str("compressed " * 100)
