@@ -429,7 +429,7 @@ def test_subprotocol_and_headers_on_accept_via_aiohttp(run_server):
             pass
 
     async def client(url):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
             async with session.ws_connect(url, protocols=["a", "b"]) as ws:
                 assert ws.protocol == "b"
                 await ws.close()
@@ -620,7 +620,7 @@ def test_permessage_deflate_with_websockets_client(run_server):
 
 def test_permessage_deflate_with_aiohttp_client(run_server):
     async def client(url):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
             async with session.ws_connect(url, compress=15) as ws:
                 assert ws.compress
                 for _ in range(3):

@@ -103,7 +103,7 @@ def test_starlette_denial_response(run_server):
 
 def test_fastapi_ws_json(run_server):
     async def client(url):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
             async with session.ws_connect(url + "/ws/lobby?token=secret") as ws:
                 await ws.send_json({"n": 1})
                 assert await ws.receive_json(timeout=TIMEOUT) == {"room": "lobby", "echo": {"n": 1}}
