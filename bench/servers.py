@@ -1,0 +1,267 @@
+"""The servers of the benchmark: how each one is started, checked for readiness and stopped.
+
+Every server runs as its own process group (start_new_session), pinned to core 0 with
+`taskset -c 0`, listening on 127.0.0.1 only, with access logs off, log level warning and, where
+the server has a switch for it, permessage-deflate off. (The load generator never offers
+permessage-deflate, so no server can negotiate it anyway: hypercorn/wsproto only compresses when
+the client offers it, granian has no WebSocket compression.)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+PYTHON = sys.executable
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+
+# app name -> "module:attribute" (bench/ is on PYTHONPATH of every server)
+APPS = {"echo": "apps:echo", "broadcast": "apps:broadcast", "starlette": "apps:starlette_echo"}
+
+
+@dataclass
+class Server:
+    name: str
+    label: str
+    kind: str  # "asgi", "picows" (WebSocket ceiling), "raw" (TCP ceiling)
+    argv: object  # callable(app_target, port, backlog) -> list[str]
+    packages: tuple = ()
+    apps: tuple = ("echo", "broadcast")
+    notes: str = ""
+
+    def command(self, app: str, port: int, backlog: int) -> list[str]:
+        return list(self.argv(APPS.get(app, app), port, backlog))
+
+
+def _asgiws(app, port, backlog):
+    return [PYTHON, "-m", "asgiws", app, "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", "--no-access-log", "--ws-per-message-deflate", "false",
+            "--backlog", str(backlog), "--timeout-graceful-shutdown", "1"]
+
+
+def _uvicorn(ws):
+    def argv(app, port, backlog):
+        return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", "--no-access-log", "--ws", ws,
+                "--ws-per-message-deflate", "false", "--loop", "uvloop", "--http", "httptools",
+                "--backlog", str(backlog), "--timeout-graceful-shutdown", "1"]
+    return argv
+
+
+def _hypercorn(app, port, backlog):
+    # -w 0: serve in this process (hypercorn's default spawns one worker process)
+    return [PYTHON, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}", "-k", "uvloop",
+            "-w", "0", "--backlog", str(backlog), "--log-level", "warning",
+            "--graceful-timeout", "1"]
+
+
+def _granian(app, port, backlog):
+    return [PYTHON, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--runtime-threads", "1",
+            "--loop", "uvloop", "--log-level", "warning", "--no-access-log",
+            "--backlog", str(backlog), "--backpressure", str(max(backlog, 16384)),
+            "--workers-kill-timeout", "1", app]
+
+
+def _ceiling(kind):
+    def argv(app, port, backlog):
+        return [PYTHON, os.path.join(BENCH_DIR, "ceilings.py"), kind, "--port", str(port),
+                "--backlog", str(backlog)]
+    return argv
+
+
+SERVERS = {
+    "asgiws": Server("asgiws", "asgiws", "asgi", _asgiws, ("asgiws", "uvloop", "httptools"),
+                     apps=("echo", "broadcast", "starlette")),
+    "uvicorn": Server("uvicorn", "uvicorn (ws auto)", "asgi", _uvicorn("auto"),
+                      ("uvicorn", "websockets", "httptools", "uvloop"),
+                      apps=("echo", "broadcast", "starlette"),
+                      notes="--ws auto (= websockets-sansio in uvicorn >= 0.35 when websockets "
+                            "is installed), --http httptools, --loop uvloop"),
+    "uvicorn-websockets": Server("uvicorn-websockets", "uvicorn (ws websockets)", "asgi",
+                                 _uvicorn("websockets"), ("uvicorn", "websockets"),
+                                 notes="--ws websockets (websockets' legacy asyncio impl)"),
+    "hypercorn": Server("hypercorn", "hypercorn", "asgi", _hypercorn, ("hypercorn", "wsproto"),
+                        notes="-k uvloop -w 0 (one process)"),
+    "granian": Server("granian", "granian", "asgi", _granian, ("granian",),
+                      notes="--interface asgi --workers 1 --runtime-threads 1 --loop uvloop "
+                            "(the Rust runtime thread shares core 0 with the Python thread)"),
+    "picows": Server("picows", "picows echo", "picows", _ceiling("picows"), ("picows",),
+                     notes="ceiling, not ASGI: picows WSListener echoing frames (broadcast "
+                           "on /broadcast), uvloop transports. It writes every frame with its "
+                           "own transport write (one send() each), so a server that coalesces "
+                           "writes can beat it when many messages are in flight (pipelined, "
+                           "broadcast); it is the ceiling for request-response"),
+    "raw": Server("raw", "raw TCP echo", "raw", _ceiling("raw"), ("uvloop",), apps=("echo",),
+                  notes="ceiling, not WebSocket: uvloop Protocol writing back every byte read"),
+}
+SERVER_ORDER = list(SERVERS)
+
+
+def package_version(name: str) -> str:
+    if name == "asgiws":
+        try:
+            out = subprocess.run([PYTHON, "-c", "import asgiws; print(asgiws.__version__)"],
+                                 cwd=REPO_DIR, capture_output=True, text=True, timeout=30)
+            version = out.stdout.strip() or "?"
+        except (OSError, subprocess.TimeoutExpired):
+            version = "?"
+        try:
+            rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--", "asgiws", "csrc"],
+                                   cwd=REPO_DIR, capture_output=True, text=True,
+                                   timeout=10).stdout.strip()
+            version += f" (git {rev}{' + uncommitted changes' if dirty else ''})"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        return version
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ws_handshake_ok(port: int, path: str, timeout: float) -> bool:
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        ok = data.startswith(b"HTTP/1.1 101")
+        if ok:  # polite close frame (masked, code 1000), then drop
+            s.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")
+        return ok
+
+
+def _raw_echo_ok(port: int, timeout: float) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(b"ping")
+        return s.recv(16) == b"ping"
+
+
+class Running:
+    """One server process (group) serving one app."""
+
+    def __init__(self, server: Server, app: str, backlog: int, log_path: str):
+        self.server = server
+        self.app = app
+        self.port = free_port()
+        self.log_path = log_path
+        self.argv = ["taskset", "-c", SERVER_CORE] + server.command(app, self.port, backlog)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = BENCH_DIR + os.pathsep + REPO_DIR
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("PYTHONDEVMODE", None)
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.pgid = self.proc.pid  # start_new_session: the child leads its own group
+        self.log_offset = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str = "/") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 30.0) -> str | None:
+        """None when ready, else an error message."""
+        deadline = time.monotonic() + timeout
+        path = "/broadcast" if self.app == "broadcast" else "/"
+        last = "not listening"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return f"exited with code {self.proc.returncode}: {self.log_tail()}"
+            try:
+                if self.server.kind == "raw":
+                    if _raw_echo_ok(self.port, 2.0):
+                        return None
+                elif _ws_handshake_ok(self.port, path, 2.0):
+                    time.sleep(0.2)  # let the server finish with the probe connection
+                    return None
+                last = "handshake refused"
+            except OSError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+        return f"not ready after {timeout:.0f}s ({last}): {self.log_tail()}"
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n: int = 600) -> str:
+        return self.log_text()[-n:].strip().replace("\n", " | ")
+
+    def new_log_lines(self) -> list[str]:
+        """Lines logged since the previous call."""
+        text = self.log_text()
+        new, self.log_offset = text[self.log_offset:], len(text)
+        return [line for line in new.splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGINT, 3.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                # the leader is gone; make sure no worker of its group survives
+                try:
+                    os.killpg(self.pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+
+
+ERROR_PATTERN = re.compile(r"Traceback|Error|Exception|CRITICAL|ERROR|error|Killed|Segmentation",
+                           re.IGNORECASE)
+# Lines every server may print on a routine shutdown or that are not about the server.
+BENIGN_PATTERN = re.compile(r"KeyboardInterrupt|CancelledError|Finished server process|"
+                            r"Shutting down|Waiting for|Stopping worker", re.IGNORECASE)
+
+
+def suspicious(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if ERROR_PATTERN.search(ln) and not BENIGN_PATTERN.search(ln)]
