@@ -435,6 +435,33 @@ def test_invalid_response_header_is_500(run_server):
     assert response.status_code == 500 and "set-cookie" not in response.headers
 
 
+def test_response_headers_checked_in_every_response(run_server):
+    # The server remembers header lines it has validated: the same fields again, a list pair, a
+    # bytearray value, a new Content-Length, then an invalid field must each be handled afresh.
+    headers_per_request = [
+        [(b"x-a", b"1")],
+        [(b"x-a", b"1")],
+        [[b"x-a", b"1"], (b"x-b", bytearray(b"2"))],
+        [(b"x-a", b"1"), (b"content-length", b"3")],
+        [(b"x-a", b"1"), (b"x-bad", b"a\r\nset-cookie: evil=1")],
+    ]
+    bodies = [b"", b"", b"", b"abc", b""]
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            index = int(scope["path"][1:])
+            await send({"type": "http.response.start", "status": 200, "headers": headers_per_request[index]})
+            await send({"type": "http.response.body", "body": bodies[index]})
+
+    with run_server(app) as server, httpx.Client() as client:
+        responses = [client.get(f"{server.url}/{index}") for index in range(len(headers_per_request))]
+    assert [response.status_code for response in responses] == [200, 200, 200, 200, 500]
+    assert all(response.headers["x-a"] == "1" for response in responses[:4])
+    assert responses[2].headers["x-b"] == "2"
+    assert responses[3].content == b"abc"
+    assert "set-cookie" not in responses[4].headers
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -518,6 +545,39 @@ def test_header_timeout_closes_slow_client(run_server):
 def test_header_timeout_applies_to_silent_connection(run_server):
     with run_server(echo_app, timeout_header=0.2) as server, RawConnection(server) as conn:
         assert conn.at_eof()
+
+
+def test_header_timeout_applies_to_a_later_request_on_the_connection(run_server):
+    # Keep-alive long, header timeout short: the unfinished second head is what closes it.
+    with run_server(echo_app, timeout_header=0.2, timeout_keep_alive=TIMEOUT) as server, RawConnection(server) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        started = time.monotonic()
+        assert conn.at_eof()
+        assert time.monotonic() - started < TIMEOUT / 2
+
+
+def test_header_timeout_applies_to_a_head_pipelined_after_a_request(run_server):
+    with run_server(echo_app, timeout_header=0.2, timeout_keep_alive=TIMEOUT) as server, RawConnection(server) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost")  # second never finished
+        assert conn.read_response().status == 200
+        started = time.monotonic()
+        assert conn.at_eof()
+        assert time.monotonic() - started < TIMEOUT / 2
+
+
+def test_keep_alive_timeout_restarts_with_each_request(run_server):
+    # Requests 0.15 s apart, keep-alive 0.3 s: each answer restarts the idle clock, so the
+    # connection outlives the first deadline.
+    with run_server(echo_app, timeout_keep_alive=0.3) as server, RawConnection(server) as conn:
+        for _ in range(4):
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.read_response().status == 200
+            time.sleep(0.15)
+        started = time.monotonic()
+        assert conn.at_eof()
+        assert time.monotonic() - started < TIMEOUT / 2
 
 
 def test_header_timeout_does_not_cut_slow_app(run_server):

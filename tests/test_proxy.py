@@ -245,6 +245,27 @@ def test_http_from_trusted_peer(run_server):
     assert info == {"client": ["203.0.113.7", 0], "scheme": "https", "host": "example.com"}
 
 
+def test_http_from_trusted_peer_without_proxy_headers(run_server):
+    with run_server(scope_app) as server:
+        info = httpx.get(server.url).json()
+    assert info["client"][0] == "127.0.0.1" and info["client"][1] != 0
+    assert info["scheme"] == "http" and info["host"] == f"127.0.0.1:{server.port}"
+
+
+def test_http_from_trusted_peer_with_forwarded(run_server):
+    with run_server(scope_app) as server:
+        info = httpx.get(server.url, headers={"Forwarded": 'for="[2001:db8::1]:4711";proto=https;host=example.com'}).json()
+    assert info == {"client": ["2001:db8::1", 4711], "scheme": "https", "host": "example.com"}
+
+
+def test_proxy_headers_apply_per_request_on_a_connection(run_server):
+    with run_server(scope_app) as server, httpx.Client() as client:
+        forwarded = client.get(server.url, headers=FORWARDED).json()
+        direct = client.get(server.url).json()
+    assert forwarded["client"] == ["203.0.113.7", 0] and forwarded["scheme"] == "https"
+    assert direct["client"][0] == "127.0.0.1" and direct["client"][1] != 0 and direct["scheme"] == "http"
+
+
 def test_http_from_untrusted_peer(run_server):
     with run_server(scope_app, forwarded_allow_ips="10.0.0.1") as server:
         info = httpx.get(server.url, headers=FORWARDED).json()

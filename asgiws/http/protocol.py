@@ -89,17 +89,42 @@ STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 INVALID_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 INVALID_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
+# Response fields the server acts on (lower-cased).
+SERVER_HANDLED_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
+
+# An app's response header (name, value) → (its head line, its lower-cased name if the server acts
+# on it, else None). Apps send the same fields in every response; this saves validating and
+# formatting them each time. Bounded: cleared when full; long values are not kept.
+HEADER_CACHE_SIZE = 512
+HEADER_CACHE_MAX_VALUE = 256
+_header_lines: Dict[Tuple[bytes, bytes], Tuple[bytes, Optional[bytes]]] = {}
+
+
+def _header_line(name: bytes, value: bytes) -> Tuple[bytes, Optional[bytes]]:
+    """Validate a response header from the app and format its line (see _header_lines)."""
+    if INVALID_HEADER_NAME.search(name) or INVALID_HEADER_VALUE.search(value):
+        raise RuntimeError(f"Invalid HTTP response header {name!r}: {value!r}.")
+    lowered = name.lower()
+    entry = (b"%s: %s\r\n" % (name, value), lowered if lowered in SERVER_HANDLED_FIELDS else None)
+    if len(value) <= HEADER_CACHE_MAX_VALUE and type(name) is bytes and type(value) is bytes:
+        if len(_header_lines) >= HEADER_CACHE_SIZE:
+            _header_lines.clear()
+        _header_lines[name, value] = entry
+    return entry
+
+
 _date_second = -1
-_date_value = b""
+_date_line = b""
 
 
-def http_date() -> bytes:
-    """The `Date` header value (RFC 9110 §6.6.1), formatted at most once per second."""
-    global _date_second, _date_value
+def date_header() -> bytes:
+    """The `Date` header line (RFC 9110 §6.6.1), `date: <IMF-fixdate>\r\n`, formatted at most once
+    per second."""
+    global _date_second, _date_line
     now = int(time.time())
     if now != _date_second:
-        _date_second, _date_value = now, formatdate(now, usegmt=True).encode("ascii")
-    return _date_value
+        _date_second, _date_line = now, b"date: %s\r\n" % formatdate(now, usegmt=True).encode("ascii")
+    return _date_line
 
 
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
@@ -137,31 +162,49 @@ class Framing(enum.Enum):
     CLOSE = "close-delimited"  # HTTP/1.0 without Content-Length: the end of the body is the close
 
 
+# Looking up an enum member (`ResponsePhase.COMPLETE`) runs Python code in CPython 3.11, about
+# 0.1 µs each, and a request does a score of them: the per-request code uses these names instead.
+WAITING_START, HEAD_PENDING, STREAMING, COMPLETE = ResponsePhase
+NO_BODY, LENGTH, CHUNKED, CLOSE_DELIMITED = Framing
+
+
 class RequestCycle:
-    """One request and its response: the `receive` / `send` pair an app call gets."""
+    """One request and its response: the `receive` / `send` pair an app call gets.
+
+    Built once per request: attributes that start the same for every request are class-level
+    defaults, set on the instance only when they change; the event `receive()` waits on is made
+    only if it has to wait.
+    """
+
+    # Request body, as httptools handed it over; joined only when the app takes it.
+    disconnected = False
+    request_complete = False
+    body_buffered = 0
+    _final_body_delivered = False
+    _message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
+
+    # Response
+    phase = WAITING_START
+    status = 0
+    _header_lines: List[bytes] = []  # replaced, never mutated
+    _content_length: Optional[int] = None
+    _has_server = _has_date = _sent_connection_close = False
+    _framing = NO_BODY
+    _remaining = 0  # LENGTH: body bytes still owed
 
     def __init__(self, conn: HttpProtocol, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
         self.conn = conn
+        self.transport = conn.transport
         self.scope = scope
         self.keep_alive = keep_alive  # False: close the connection after this response
         self.expect_100_continue = expect_100_continue  # client waits for "100 Continue" before the body
-        self.disconnected = False
-        self.message_event = asyncio.Event()  # body arrived, request complete, response complete, or disconnect
-
-        # Request body, as httptools handed it over; joined only when the app takes it.
-        self.request_complete = False
         self.body_chunks: List[bytes] = []
-        self.body_buffered = 0
-        self._final_body_delivered = False
 
-        # Response
-        self.phase = ResponsePhase.WAITING_START
-        self.status = 0
-        self._header_lines: List[bytes] = []
-        self._content_length: Optional[int] = None
-        self._has_server = self._has_date = self._sent_connection_close = False
-        self._framing = Framing.NONE
-        self._remaining = 0  # Framing.LENGTH: body bytes still owed
+    def wake(self) -> None:
+        """Something receive() may be waiting for happened: body arrived, request complete,
+        response complete, or disconnect."""
+        if self._message_event is not None:
+            self._message_event.set()
 
     # -- the app call ------------------------------------------------------------------------
 
@@ -181,19 +224,20 @@ class RequestCycle:
         else:
             if result is not None:
                 logger.error("ASGI callable returned %r; it must return None.", result)
-            if self.phase is not ResponsePhase.COMPLETE and not self.disconnected:
-                what = "starting" if self.phase is ResponsePhase.WAITING_START else "completing"
+            if self.phase is not COMPLETE and not self.disconnected:
+                what = "starting" if self.phase is WAITING_START else "completing"
                 logger.error("ASGI callable returned without %s the response.", what)
                 self._answer_app_failure()
 
     def _answer_app_failure(self) -> None:
-        if self.disconnected or self.phase is ResponsePhase.COMPLETE:
+        if self.disconnected or self.phase is COMPLETE:
             return
-        if self.phase in (ResponsePhase.WAITING_START, ResponsePhase.HEAD_PENDING):
+        if self.phase in (WAITING_START, HEAD_PENDING):
             # Nothing on the wire yet: the client can still get a proper answer.
-            self.phase = ResponsePhase.COMPLETE
-            self.message_event.set()
-            self.conn.log_access(self.scope, 500)
+            self.phase = COMPLETE
+            self.wake()
+            if self.conn.access_log:
+                self.conn.log_access(self.scope, 500)
             self.conn.write_error_response(500, "Internal Server Error")
         else:
             # Part of the response is out: closing is the only honest signal left.
@@ -206,11 +250,11 @@ class RequestCycle:
             # RFC 9110 §10.1.1: the client holds the body back until told to send it; the app
             # asking for the body is the sign that it wants it.
             self.expect_100_continue = False
-            if self.phase is ResponsePhase.WAITING_START and not self.disconnected and not self.request_complete:
-                self.conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.phase is WAITING_START and not self.disconnected and not self.request_complete:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
         while True:
-            if self.disconnected or self.phase is ResponsePhase.COMPLETE:
+            if self.disconnected or self.phase is COMPLETE:
                 return {"type": "http.disconnect"}
             if not self._final_body_delivered and (self.body_chunks or self.request_complete):
                 chunks = self.body_chunks
@@ -220,25 +264,28 @@ class RequestCycle:
                 self.body_buffered = 0
                 more_body = not self.request_complete
                 self._final_body_delivered = not more_body
-                self.conn.body_consumed()
+                if self.conn._reading_paused:
+                    self.conn.body_consumed()
                 return {"type": "http.request", "body": body, "more_body": more_body}
-            self.message_event.clear()
-            await self.message_event.wait()
+            if self._message_event is None:
+                self._message_event = asyncio.Event()
+            self._message_event.clear()
+            await self._message_event.wait()
 
     # -- send --------------------------------------------------------------------------------
 
     async def send(self, message: Dict[str, Any]) -> None:
         message_type = message["type"]
         phase = self.phase
-        if self.disconnected or (phase is not ResponsePhase.COMPLETE and self.conn.transport.is_closing()):
+        if self.disconnected or (phase is not COMPLETE and self.transport.is_closing()):
             raise ClientDisconnected("the HTTP connection is closed")
-        if phase is ResponsePhase.WAITING_START and message_type == "http.response.start":
+        if phase is WAITING_START and message_type == "http.response.start":
             self._start(message)
-        elif message_type == "http.response.body" and phase in (ResponsePhase.HEAD_PENDING, ResponsePhase.STREAMING):
+        elif message_type == "http.response.body" and phase in (HEAD_PENDING, STREAMING):
             self._write_body(message.get("body", b""), message.get("more_body", False))
             if self.conn.write_paused:
                 await self.conn.drain()
-        elif phase is ResponsePhase.COMPLETE:
+        elif phase is COMPLETE:
             return  # "any further messages on the channel will be ignored"
         else:
             raise UnexpectedMessage(phase, message_type)
@@ -249,10 +296,13 @@ class RequestCycle:
             raise RuntimeError(f"Invalid HTTP status {status!r}.")
         lines = []
         for name, value in message.get("headers", ()):
-            if INVALID_HEADER_NAME.search(name) or INVALID_HEADER_VALUE.search(value):
-                raise RuntimeError(f"Invalid HTTP response header {name!r}: {value!r}.")
-            lowered = name.lower()
-            if lowered == b"content-length":
+            try:
+                line, lowered = _header_lines[name, value]
+            except (KeyError, TypeError):  # not seen lately, or not hashable (bytearray)
+                line, lowered = _header_line(name, value)
+            if lowered is None:
+                pass  # the common case: a field the server passes on as it is
+            elif lowered == b"content-length":
                 try:
                     self._content_length = int(value)
                 except ValueError:
@@ -267,74 +317,78 @@ class RequestCycle:
                 self._has_server = True
             elif lowered == b"date":
                 self._has_date = True
-            lines.append(b"%s: %s\r\n" % (name, value))
+            lines.append(line)
         self.status = status
         self._header_lines = lines
-        self.phase = ResponsePhase.HEAD_PENDING
+        self.phase = HEAD_PENDING
 
-    def _head(self, first_body: bytes, more_body: bool) -> bytes:
-        """The status line and headers, now that the first body chunk tells how to frame the body."""
+    def _head(self, first_body: bytes, more_body: bool) -> List[bytes]:
+        """The status line and header lines, ending with the blank line, now that the first body
+        chunk tells how to frame the body."""
         status = self.status
         lines = [STATUS_LINES[status]]
         if not self._has_date:
-            lines.append(b"date: " + http_date() + b"\r\n")
+            lines.append(date_header())
         if not self._has_server:
             lines.append(SERVER_HEADER)
         lines += self._header_lines
         if self.scope["method"] == "HEAD" or status < 200 or status in (204, 304):
-            self._framing = Framing.NONE
+            self._framing = NO_BODY
         elif self._content_length is not None:
-            self._framing, self._remaining = Framing.LENGTH, self._content_length
+            self._framing, self._remaining = LENGTH, self._content_length
         elif not more_body:
             # The whole body is in hand: say how long it is rather than chunk it.
-            self._framing, self._remaining = Framing.LENGTH, len(first_body)
+            self._framing, self._remaining = LENGTH, len(first_body)
             lines.append(b"content-length: %d\r\n" % len(first_body))
         elif self.scope["http_version"] == "1.1":
-            self._framing = Framing.CHUNKED
+            self._framing = CHUNKED
             lines.append(b"transfer-encoding: chunked\r\n")
         else:
-            self._framing = Framing.CLOSE
+            self._framing = CLOSE_DELIMITED
             self.keep_alive = False
         if not self.keep_alive and not self._sent_connection_close:
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
-        return b"".join(lines)
+        return lines
 
     def _write_body(self, body: bytes, more_body: bool) -> None:
-        parts = []
-        if self.phase is ResponsePhase.HEAD_PENDING:
-            parts.append(self._head(body, more_body))
+        # Copies: a body under JOIN_LIMIT is joined with the head and its framing once, for one
+        # write (one send()); a larger one is written beside them, not copied (uvloop: writev).
+        head_pending = self.phase is HEAD_PENDING
+        parts = self._head(body, more_body) if head_pending else []
         framing = self._framing
-        if framing is Framing.LENGTH:
+        if framing is LENGTH:
             if len(body) > self._remaining:
                 raise RuntimeError("Response body longer than its Content-Length.")
             self._remaining -= len(body)
             parts.append(body)
-        elif framing is Framing.CHUNKED:
+        elif framing is CHUNKED:
             if body:
                 parts += (b"%x\r\n" % len(body), body, b"\r\n")
             if not more_body:
                 parts.append(b"0\r\n\r\n")
-        elif framing is Framing.CLOSE:
+        elif framing is CLOSE_DELIMITED:
             parts.append(body)
-        # Framing.NONE: a body given for HEAD / 204 / 304 is dropped.
+        # NO_BODY: a body given for HEAD / 204 / 304 is dropped.
 
-        if self.phase is ResponsePhase.HEAD_PENDING:
-            self.phase = ResponsePhase.STREAMING
-            self.conn.log_access(self.scope, self.status)
+        conn = self.conn
+        if head_pending:
+            self.phase = STREAMING
+            if conn.access_log:
+                conn.log_access(self.scope, self.status)
         if len(parts) == 1:
-            self.conn.transport.write(parts[0])
+            self.transport.write(parts[0])
         elif len(body) < JOIN_LIMIT:
-            # Copy: a small body is joined with its framing once, for one write and one send().
-            self.conn.transport.write(b"".join(parts))
+            self.transport.write(b"".join(parts))
         elif parts:
-            self.conn.transport.writelines(parts)  # a large body is not copied (uvloop: writev)
+            self.transport.writelines(parts)
         if not more_body:
-            if framing is Framing.LENGTH and self._remaining:
+            if framing is LENGTH and self._remaining:
                 raise RuntimeError("Response body shorter than its Content-Length.")
-            self.phase = ResponsePhase.COMPLETE
-            self.message_event.set()
-            self.conn.response_complete(self)
+            self.phase = COMPLETE
+            if self._message_event is not None:
+                self._message_event.set()
+            conn.response_complete(self)
 
 
 async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -362,8 +416,13 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._root_path = config.root_path
         self._raw_root_path = urllib.parse.quote(config.root_path).encode("ascii")
-        self._access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
+        self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)  # checked once
         self._trusted = parse_trusted(config.forwarded_allow_ips) if config.proxy_headers else None
+        self._limit_max_head = config.limit_max_head
+        self._limit_concurrency = config.limit_concurrency
+        self._timeout_keep_alive = config.timeout_keep_alive
+        self._tasks = server_state.tasks
+        self._limit_max_headers = config.limit_max_headers
 
         # Per connection
         self._server: Optional[Tuple[Any, Optional[int]]] = None
@@ -379,8 +438,12 @@ class HttpProtocol(asyncio.Protocol):
         self._ignored_upgrade: Optional[Tuple[RequestCycle, Optional[bytes]]] = None
         self._priming = False  # feeding a synthetic head to a fresh parser (see _on_parser_upgrade)
         self._shutting_down = False
-        self._keep_alive_timer: Optional[asyncio.TimerHandle] = None
-        self._header_timer: Optional[asyncio.TimerHandle] = None
+        # The header and keep-alive deadlines share one timer that is re-armed only when it fires
+        # early (see _on_timer): a request moves the deadlines without making or cancelling one.
+        self._header_deadline: Optional[float] = None  # the request head must be complete by then
+        self._idle_deadline: Optional[float] = None  # keep-alive / shutdown grace: close if still idle
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_when = 0.0
         self._linger_timer: Optional[asyncio.TimerHandle] = None
         self._reading_paused = False
         self.write_paused = False
@@ -391,12 +454,13 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: List[Tuple[bytes, bytes]] = []
         self._head_size = 0  # request-target and header bytes the callbacks have seen
-        self._head_received = 0  # estimate for a head still incomplete after a read (see _feed)
-        self._head_feed = 0  # the _feed call in which the current head began
+        self._head_received = 0  # estimate for a head still incomplete after a read (see data_received)
+        self._head_feed = 0  # the data_received call in which the current head began
         self._feed_count = 0
         self._messages_begun = 0
         self._expect_100_continue = False
         self._upgrade_header: Optional[bytes] = None
+        self._proxy_headers_seen = False  # X-Forwarded-* or Forwarded from a trusted peer
         self._upgrade_scope: Optional[Dict[str, Any]] = None
 
     def _new_parser(self) -> httptools.HttpRequestParser:
@@ -429,7 +493,7 @@ class HttpProtocol(asyncio.Protocol):
         for cycle in (self._active, self._parsing):
             if cycle is not None:
                 cycle.disconnected = True
-                cycle.message_event.set()
+                cycle.wake()
         self._pipeline.clear()
         self._deferred_upgrade = None
         if self._writable is not None:
@@ -447,30 +511,7 @@ class HttpProtocol(asyncio.Protocol):
                 scope, leftover = self._deferred_upgrade
                 self._deferred_upgrade = (scope, leftover + data)
             return
-        if self._keep_alive_timer is not None:
-            self._keep_alive_timer.cancel()
-            self._keep_alive_timer = None
-        self._feed(data)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self._writable is None:
-            self._writable = asyncio.Event()
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self._writable is not None:
-            self._writable.set()
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is under its high-water mark (or the connection is gone)."""
-        if self.write_paused and self._writable is not None:
-            await self._writable.wait()
-
-    # -- parsing -----------------------------------------------------------------------------
-
-    def _feed(self, data: bytes) -> None:
+        self._idle_deadline = None
         self._feed_count += 1
         between_messages = not self._head_in_progress and self._parsing is None
         messages_before = self._messages_begun
@@ -507,8 +548,31 @@ class HttpProtocol(asyncio.Protocol):
                 self._head_received = len(data)
             else:
                 self._head_received = self._head_size
-            if self._head_received > self.config.limit_max_head:
+            if self._head_received > self._limit_max_head:
                 self._reject(431, "Request head too large")
+            elif self._header_deadline is None and self._active is None:
+                # A head began in this read and is not complete: timeout_header runs from now
+                # (the loop's clock is the same as in on_message_begin). Most heads arrive in one
+                # read, so this is not done per request.
+                self._arm_header_timer()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self._writable is None:
+            self._writable = asyncio.Event()
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._writable is not None:
+            self._writable.set()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is under its high-water mark (or the connection is gone)."""
+        if self.write_paused and self._writable is not None:
+            await self._writable.wait()
+
+    # -- parsing -----------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         if self._priming:
@@ -521,18 +585,15 @@ class HttpProtocol(asyncio.Protocol):
         self._head_feed = self._feed_count
         self._expect_100_continue = False
         self._upgrade_header = None
-        if self._keep_alive_timer is not None:  # a request in the same read as the previous one's end
-            self._keep_alive_timer.cancel()
-            self._keep_alive_timer = None
-        if self._header_timer is None and self._active is None:
-            self._arm_header_timer()
+        self._proxy_headers_seen = False
+        self._idle_deadline = None  # also when in the same read as the previous request's end
 
     def on_url(self, url: bytes) -> None:
         if self._priming:
             return
         self._url += url
         self._head_size += len(url)
-        if self._head_size > self.config.limit_max_head:
+        if self._head_size > self._limit_max_head:
             raise _Reject(431, "Request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -541,22 +602,22 @@ class HttpProtocol(asyncio.Protocol):
         name = name.lower()
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4  # ": " and CRLF
-        if self._head_size > self.config.limit_max_head:
+        if self._head_size > self._limit_max_head:
             raise _Reject(431, "Request head too large")
-        if len(self._headers) > self.config.limit_max_headers:
+        if len(self._headers) > self._limit_max_headers:
             raise _Reject(431, "Too many request headers")
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_100_continue = True
         elif name == b"upgrade":
             self._upgrade_header = value
+        elif self._from_proxy and (name == b"forwarded" or name.startswith(b"x-forwarded-")):
+            self._proxy_headers_seen = True
 
     def on_headers_complete(self) -> None:
         if self._priming:
             return
         self._head_in_progress = False
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_deadline = None
 
         parser = self.parser
         http_version = parser.get_http_version()
@@ -580,7 +641,7 @@ class HttpProtocol(asyncio.Protocol):
         if upgrade:
             self._ignored_upgrade = (cycle, _body_framing(self._headers))
 
-        app = service_unavailable if self._over_concurrency_limit() else self.app
+        app = service_unavailable if self._limit_concurrency is not None and self._over_concurrency_limit() else self.app
 
         if self._active is None:
             self._start_cycle(cycle, app)
@@ -590,11 +651,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self._parsing
-        if cycle is None or cycle.phase is ResponsePhase.COMPLETE or cycle.disconnected:
+        if cycle is None or cycle.phase is COMPLETE or cycle.disconnected:
             return  # nobody will read it: the response is done, or this is an upgrade request
         cycle.body_chunks.append(body)
         cycle.body_buffered += len(body)
-        cycle.message_event.set()
+        cycle.wake()
         if cycle.body_buffered > REQUEST_BODY_HIGH_WATER:
             self._update_reading()
 
@@ -604,13 +665,13 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self._parsing
         if cycle is None:  # a WebSocket handshake: no http cycle
             if self._upgrade_scope is not None and not self.parser.should_upgrade():
-                raise _HandOff()  # stops the parser; see _feed
+                raise _HandOff()  # stops the parser; see data_received
             return
         if self._ignored_upgrade is not None and self._ignored_upgrade[0] is cycle and self._ignored_upgrade[1]:
             return  # llhttp skipped this body (it expected a protocol switch); parsed after the upgrade
         self._parsing = None
         cycle.request_complete = True
-        cycle.message_event.set()
+        cycle.wake()
         if self._active is None:
             self._advance()  # the response went out before the body finished arriving
 
@@ -623,7 +684,7 @@ class HttpProtocol(asyncio.Protocol):
 
         # Not a WebSocket upgrade: the request is being served as plain HTTP, Upgrade ignored.
         if self._ignored_upgrade is None:  # pragma: no cover - llhttp reports upgrades at headers complete
-            self._feed(leftover)
+            self.data_received(leftover)
             return
         cycle, body_framing = self._ignored_upgrade
         self._ignored_upgrade = None
@@ -641,7 +702,7 @@ class HttpProtocol(asyncio.Protocol):
             finally:
                 self._priming = False
         if leftover:
-            self._feed(leftover)
+            self.data_received(leftover)
 
     def _upgrade_to_websocket(self, leftover: bytes) -> None:
         scope, self._upgrade_scope = self._upgrade_scope, None
@@ -671,7 +732,7 @@ class HttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = urllib.parse.unquote(path)
         client, scheme, headers = self._client, self._scheme, self._headers
-        if self._from_proxy:
+        if self._proxy_headers_seen:  # only a peer in --forwarded-allow-ips sets it
             client, scheme, headers = apply_proxy_headers(client, scheme, headers, self._trusted)  # type: ignore[arg-type]
         return {
             "type": "http",
@@ -695,8 +756,8 @@ class HttpProtocol(asyncio.Protocol):
     def _start_cycle(self, cycle: RequestCycle, app: Callable) -> None:
         self._active = cycle
         task = self.loop.create_task(cycle.run_asgi(app))
-        self.server_state.tasks.add(task)
-        task.add_done_callback(self.server_state.tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle once its last body byte is written."""
@@ -732,7 +793,9 @@ class HttpProtocol(asyncio.Protocol):
         elif self._head_in_progress:
             self._arm_header_timer()
         else:
-            self._keep_alive_timer = self.loop.call_later(self.config.timeout_keep_alive, self._on_keep_alive_timeout)
+            self._arm_idle_timer(self._timeout_keep_alive)
+            if not self._reading_paused:
+                return  # idle with reading on: nothing to resume (the common case)
         self._update_reading()
 
     def body_consumed(self) -> None:
@@ -821,7 +884,7 @@ class HttpProtocol(asyncio.Protocol):
         body = reason.encode("utf-8")
         self.transport.write(
             b"".join((
-                STATUS_LINES[status], b"date: ", http_date(), b"\r\n", SERVER_HEADER,
+                STATUS_LINES[status], date_header(), SERVER_HEADER,
                 b"content-type: text/plain; charset=utf-8\r\n",
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body), body,
             ))  # fmt: skip
@@ -853,22 +916,47 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def log_access(self, scope: Dict[str, Any], status: int) -> None:
-        if self._access_log:
-            target = scope["raw_path"].decode("latin-1")
-            if scope["query_string"]:
-                target += "?" + scope["query_string"].decode("latin-1")
-            access_logger.info(
-                '%s - "%s %s HTTP/%s" %d', _client_text(scope["client"]), scope["method"], target,
-                scope["http_version"], status,
-            )  # fmt: skip
+        """One access log line; callers check `access_log` first."""
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %d', _client_text(scope["client"]), scope["method"], target,
+            scope["http_version"], status,
+        )  # fmt: skip
 
     def _arm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        self._header_timer = self.loop.call_later(self.config.timeout_header, self._on_header_timeout)
+        self._header_deadline = deadline = self.loop.time() + self.config.timeout_header
+        if self._timer is None or self._timer_when > deadline:
+            self._schedule_timer(deadline)
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_deadline = deadline = self.loop.time() + delay
+        if self._timer is None or self._timer_when > deadline:
+            self._schedule_timer(deadline)
+
+    def _schedule_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """The timer is due: act on the deadlines that have passed, and re-arm for the next one
+        (the deadlines may have moved later since it was armed)."""
+        self._timer = None
+        now = self.loop.time() + 0.001  # the loop's clock has millisecond steps
+        if self._header_deadline is not None and self._header_deadline <= now:
+            self._header_deadline = None
+            self._on_header_timeout()
+        if self._idle_deadline is not None and self._idle_deadline <= now:
+            self._idle_deadline = None
+            self._on_keep_alive_timeout()
+        pending = [deadline for deadline in (self._header_deadline, self._idle_deadline) if deadline is not None]
+        if pending and self._timer is None:
+            self._schedule_timer(min(pending))
 
     def _on_header_timeout(self) -> None:
-        self._header_timer = None
         if self._active is not None:
             return  # busy answering: the timer restarts when the response is done (_advance)
         logger.debug("%s: request head not received within %ss; closing.",
@@ -876,15 +964,15 @@ class HttpProtocol(asyncio.Protocol):
         self.close_transport()
 
     def _on_keep_alive_timeout(self) -> None:
-        self._keep_alive_timer = None
         if self._active is None and self._parsing is None and not self._head_in_progress:
             self.close_transport()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._keep_alive_timer, self._header_timer, self._linger_timer):
+        for timer in (self._timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        self._keep_alive_timer = self._header_timer = self._linger_timer = None
+        self._timer = self._linger_timer = None
+        self._header_deadline = self._idle_deadline = None
 
     def shutdown(self) -> None:
         """Graceful shutdown: close an idle keep-alive connection now; let the request in flight,
@@ -903,7 +991,7 @@ class HttpProtocol(asyncio.Protocol):
             pass  # answered once complete (the header timer bounds the wait), then closed
         elif self._messages_begun == 0 and not self._stopped:
             grace = min(FIRST_REQUEST_GRACE, self.config.timeout_header)
-            self._keep_alive_timer = self.loop.call_later(grace, self._on_keep_alive_timeout)
+            self._arm_idle_timer(grace)
         else:
             self.close_transport()
 
