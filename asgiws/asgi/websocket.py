@@ -530,8 +530,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
             logger.info("App accepted subprotocol %r the client did not offer", subprotocol)
         self.transport.write(build_response(
-            self.request.key, subprotocol, self.extensions_header, headers,
-            self.server_state_headers()))
+            self.request.key, subprotocol, self.extensions_header, headers))
         self.status = 101
         self.subprotocol = subprotocol
         if self.accept_timer is not None:
@@ -566,9 +565,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.transport.close()
         elif self.write_paused:
             await self._drain()
-
-    def server_state_headers(self):
-        return getattr(self.server_state, "default_headers", ())
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -675,7 +671,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     def _http_head(self, status: int, headers) -> bytes:
         lines = [b"HTTP/1.1 %d %s" % (status, _STATUS_PHRASES.get(status, b""))]
-        lines.extend(name + b": " + value for name, value in self.server_state_headers())
         lines.extend(name + b": " + value for name, value in headers)
         lines.append(b"connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n"

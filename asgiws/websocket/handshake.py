@@ -150,7 +150,7 @@ def _split_outside_quotes(text: str, sep: str) -> List[str]:
 
 
 def build_response(key: bytes, subprotocol: Optional[str], extensions: Optional[bytes],
-                   headers: Iterable[Tuple[bytes, bytes]], default_headers: Iterable[Tuple[bytes, bytes]] = ()) -> bytes:
+                   headers: Iterable[Tuple[bytes, bytes]]) -> bytes:
     """The 101 Switching Protocols response (RFC 6455 §4.2.2 step 5)."""
     lines = [
         b"HTTP/1.1 101 Switching Protocols",
@@ -162,8 +162,6 @@ def build_response(key: bytes, subprotocol: Optional[str], extensions: Optional[
         lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("latin-1"))
     if extensions:
         lines.append(b"Sec-WebSocket-Extensions: " + extensions)
-    for name, value in default_headers:
-        lines.append(name + b": " + value)
     for name, value in headers:
         lines.append(bytes(name) + b": " + bytes(value))
     return b"\r\n".join(lines) + b"\r\n\r\n"
