@@ -1,4 +1,5 @@
-"""Build the asgiws._codec extension: asgiws/_codec.pyx over the C kernels in csrc/.
+"""Build the extensions: asgiws._codec (asgiws/_codec.pyx over the C kernels in csrc/) and
+asgiws.asgi._bridge (the per-message half of the ASGI WebSocket bridge, which cimports the codec).
 
 The SIMD masking kernels each get their own compiler flags (-msse2, -mavx2) so that the rest of
 the module stays at the baseline ISA; mask.c picks one at run time by CPU detection.
@@ -47,16 +48,17 @@ def extensions():
         os.path.join(CSRC, "mask_avx2.c"),
         os.path.join(CSRC, "utf8.c"),
     ]
-    ext = Extension(
-        "asgiws._codec",
-        sources=sources,
-        include_dirs=[CSRC],
-        extra_compile_args=["-O3", "-Wall", "-Wno-unused-function"],
-    )
+    flags = ["-O3", "-Wall", "-Wno-unused-function"]
+    codec = Extension("asgiws._codec", sources=sources, include_dirs=[CSRC],
+                      extra_compile_args=flags)
+    # The bridge calls the codec through Cython's cimport (a C function table the codec
+    # exports), so it links none of csrc/; it includes the kernels' headers via _codec.pxd.
+    bridge = Extension("asgiws.asgi._bridge", sources=["asgiws/asgi/_bridge.pyx"],
+                       include_dirs=[CSRC], extra_compile_args=flags)
     from Cython.Build import cythonize
 
     return cythonize(
-        [ext],
+        [codec, bridge],
         language_level=3,
         compiler_directives={
             "boundscheck": False,

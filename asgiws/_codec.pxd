@@ -64,6 +64,8 @@ cdef class FrameParser:
         readonly bint all_bare      # the last feed returned bare payloads only
         readonly Py_ssize_t bytes_parsed  # wire bytes of every frame parsed so far
 
+    cdef object get_buffer_c(self, Py_ssize_t sizehint)
+    cdef list feed_c(self, Py_ssize_t nbytes)
     cdef list _parse(self)
     cdef int _fail(self, int code, str reason) except -1
     cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
@@ -74,3 +76,8 @@ cdef class FrameParser:
     cdef int _direct_received(self, Py_ssize_t nbytes, list frames) except -1
     cdef int _append(self, list frames, bint fin, bint rsv1, int opcode, object payload) except -1
     cdef int _reserve(self, Py_ssize_t free) except -1
+
+
+# Unmasked final frames (what a server sends), for the ASGI bridge.
+cdef bytes server_header(int opcode, uint64_t length)
+cdef bytes server_frame(int opcode, object payload)

@@ -139,6 +139,9 @@ cdef class FrameParser:
         get_buffer()/feed() call. Grows the buffer toward a large frame its header announced,
         at most doubling per read, so the rest arrives in few reads without trusting the
         declared length."""
+        return self.get_buffer_c(sizehint)
+
+    cdef object get_buffer_c(self, Py_ssize_t sizehint):
         cdef Py_ssize_t want = _MIN_FREE
         cdef Py_ssize_t missing, received
         if self.direct is not None:
@@ -161,6 +164,9 @@ cdef class FrameParser:
 
     def feed(self, Py_ssize_t nbytes):
         """`nbytes` were written into the last buffer handed out: parse every complete frame."""
+        return self.feed_c(nbytes)
+
+    cdef list feed_c(self, Py_ssize_t nbytes):
         cdef list direct_frames
         if self.direct is not None:
             if nbytes < 0 or nbytes > self.direct_length - self.direct_filled:
@@ -593,6 +599,38 @@ cdef const uint8_t *_mask_key(object mask, Py_buffer *view) except? NULL:
         PyBuffer_Release(view)
         raise ValueError("a mask key is 4 bytes")
     return <const uint8_t *>view.buf
+
+
+cdef bytes server_header(int opcode, uint64_t length):
+    """build_header() of an unmasked final frame, for other Cython modules."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _header_len(length, False))
+    _write_header(<uint8_t *>PyBytes_AS_STRING(out), opcode, length, True, False, NULL)
+    return out
+
+
+cdef bytes server_frame(int opcode, object payload):
+    """build_frame() of an unmasked final frame, for other Cython modules: str is encoded as
+    UTF-8, anything else is read through the buffer protocol. One copy of the payload."""
+    cdef Py_buffer view
+    cdef const uint8_t *data
+    cdef Py_ssize_t length
+    cdef bytes out
+    cdef uint8_t *dst
+    if type(payload) is str:
+        data = <const uint8_t *>PyUnicode_AsUTF8AndSize(payload, &length)
+        out = PyBytes_FromStringAndSize(NULL, _header_len(length, False) + length)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        memcpy(dst + _write_header(dst, opcode, length, True, False, NULL), data, length)
+        return out
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        length = view.len
+        out = PyBytes_FromStringAndSize(NULL, _header_len(length, False) + length)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        memcpy(dst + _write_header(dst, opcode, length, True, False, NULL), view.buf, length)
+    finally:
+        PyBuffer_Release(&view)
+    return out
 
 
 def build_header(int opcode, uint64_t length, *, bint fin=True, bint rsv1=False, mask=None):

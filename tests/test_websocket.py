@@ -453,6 +453,37 @@ def test_echo_sizes(run_server, size):
             assert ws.recv(TIMEOUT) == text
 
 
+def test_receive_and_send_work_as_tasks_and_survive_cancellation(run_server):
+    """receive()/send() are compiled coroutines: apps (Django Channels does this) wrap them in
+    tasks, and a receive() cancelled by a timeout loses no message."""
+    got_timeout = threading.Event()
+
+    async def body(receive, send):
+        assert (await asyncio.create_task(receive()))["type"] == "websocket.connect"
+        await asyncio.create_task(send({"type": "websocket.accept"}))
+        try:
+            await asyncio.wait_for(receive(), 0.05)  # nothing sent yet: cancelled
+        except asyncio.TimeoutError:
+            got_timeout.set()
+        while True:
+            task = asyncio.create_task(receive())
+            done, _ = await asyncio.wait({task}, timeout=TIMEOUT)
+            message = task.result()
+            if message["type"] == "websocket.disconnect":
+                return
+            await asyncio.ensure_future(send({"type": "websocket.send", "text": message["text"]}))
+
+    app = Recorder(body)
+    with run_server(app) as server:
+        with connect(server.ws_url, open_timeout=TIMEOUT) as ws:
+            assert got_timeout.wait(TIMEOUT)
+            for text in ("one", "two", "three"):
+                ws.send(text)
+                assert ws.recv(TIMEOUT) == text
+        assert app.done.wait(TIMEOUT)
+    assert app.error is None
+
+
 def test_fragmented_messages_are_reassembled(run_server):
     with run_server(echo_app) as server:
         client = RawClient(server)

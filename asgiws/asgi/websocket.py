@@ -11,25 +11,21 @@ The app's side is one state machine, `AppState`, moved only by `_transition()`:
     CONNECTING ──websocket.http.response.start─▶ DENIAL ──…body, more_body=False──▶ CLOSED
     any        ──connection lost / server fails it──────────────────────────────▶ CLOSED
 
-Receive path per message (DESIGN.md): the kernel reads into the codec's buffer; the codec parses
-and unmasks; `buffer_updated` builds one event dict per message, appends it to a deque and wakes
-at most one future. Reading pauses when queued bytes pass `ws_read_high_water`.
+What runs per message — `get_buffer`/`buffer_updated`, the queue of messages not yet received,
+the app's `receive()` and `send()`, write coalescing and backpressure — is compiled: it is the
+base class, `asgiws.asgi._bridge.WebSocketBridge` (see its docstring for the receive and send
+paths). This class holds what runs once per connection, and the rare events the bridge calls
+back: control frames, protocol failures, and the ASGI messages other than `websocket.send`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import enum
 import logging
 import time
-import weakref
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Dict, Optional
 
-from .._codec import build_frame, build_header
 from ..websocket.connection import (
-    OP_BINARY,
-    OP_TEXT,
     CloseCode,
     CloseReceived,
     Connection,
@@ -41,18 +37,12 @@ from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
 from .._codec import is_valid_close_code
 from . import ClientDisconnected, UnexpectedMessage
+from ._bridge import AppState, WebSocketBridge
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
-
-
-class AppState(enum.Enum):
-    CONNECTING = "CONNECTING"  # websocket.connect delivered or pending; no answer yet
-    DENIAL = "DENIAL"          # websocket.http.response.start sent; body streaming
-    CONNECTED = "CONNECTED"    # accepted: 101 written
-    CLOSED = "CLOSED"          # closed by the app, refused, or the connection is gone
 
 
 _TRANSITIONS = {
@@ -69,134 +59,48 @@ _STATUS_PHRASES = {
     500: b"Internal Server Error", 503: b"Service Unavailable",
 }  # fmt: skip
 
-_DISCONNECT = "websocket.disconnect"
-# From this size a binary payload is written beside its header instead of copied behind it.
-_LARGE_PAYLOAD = 64 * 1024
 
-
-class WriteCoalescer:
-    """One per event loop: the frames each connection sends during a loop iteration leave in
-    one write (one syscall) at the start of the next, instead of one syscall per frame."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.dirty: list = []
-        self.scheduled = False
-
-    @classmethod
-    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> "WriteCoalescer":
-        coalescer = _coalescers.get(loop)
-        if coalescer is None:
-            coalescer = _coalescers[loop] = cls(loop)
-        return coalescer
-
-    def add(self, protocol: "WebSocketProtocol") -> None:
-        self.dirty.append(protocol)
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        dirty, self.dirty = self.dirty, []
-        for protocol in dirty:
-            protocol._flush()
-
-
-_coalescers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer]" = weakref.WeakKeyDictionary()
-
-
-class WebSocketProtocol(asyncio.BufferedProtocol):
-    # Slots, not a __dict__: one of these lives per WebSocket connection.
+class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
+    # Slots, not a __dict__: one of these lives per WebSocket connection. The per-message state
+    # (queue, flow control, outgoing frames, counters) lives in WebSocketBridge's C struct.
     __slots__ = (
         "accept_timer",
         "app",
         "app_task",
-        "bytes_out",
         "close_timer",
         "closed_by",
-        "coalescer",
         "config",
-        "conn",
-        "connect_delivered",
         "denial_headers",
-        "disconnect_delivered",
-        "disconnect_queued",
-        "drain_waiters",
         "extensions_header",
-        "failure_pending",
         "failure_timer",
         "lifespan_state",
-        "loop",
-        "messages_in",
-        "messages_out",
-        "out",
-        "out_bytes",
         "ping_payload",
         "ping_timer",
-        "pong_timer",
-        "queue",
-        "queue_sizes",
-        "queued_bytes",
-        "read_high_water",
-        "read_low_water",
-        "reading_paused",
         "request",
         "scope",
         "server_state",
         "started",
-        "state",
         "status",
         "subprotocol",
-        "transport",
-        "waiter",
-        "write_high_water",
-        "write_paused",
     )
 
     def __init__(self, config, server_state, app, app_state: Optional[dict] = None):
+        WebSocketBridge.__init__(self, config)
         self.config = config
         self.server_state = server_state
         self.app = app
         self.lifespan_state = app_state
-        self.loop = asyncio.get_event_loop()
-        self.transport: Optional[asyncio.Transport] = None
         self.scope: Dict[str, Any] = {}
-        self.conn: Optional[Connection] = None
-        self.state = AppState.CONNECTING
-        # Receive side: queued events for the app, the future it waits on, flow control.
-        self.queue: Deque[Dict[str, Any]] = collections.deque()
-        self.queue_sizes: Deque[int] = collections.deque()  # payload size of each queued event
-        self.waiter: Optional[asyncio.Future] = None
-        self.connect_delivered = False
-        self.disconnect_queued = False
-        self.disconnect_delivered = False
-        self.queued_bytes = 0
-        self.read_high_water = config.ws_read_high_water
-        self.read_low_water = self.read_high_water // 4
-        self.reading_paused = False
-        # Send side: frames waiting for this loop iteration's flush, transport backpressure.
-        self.out: list = []
-        self.out_bytes = 0
-        self.write_high_water = config.ws_high_water
-        self.coalescer = WriteCoalescer.for_loop(self.loop)
-        self.write_paused = False
-        self.drain_waiters: Optional[Deque[asyncio.Future]] = None  # made when first needed
         # Timers.
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
         self.failure_timer: Optional[asyncio.TimerHandle] = None
         self.ping_timer: Optional[asyncio.TimerHandle] = None
-        self.pong_timer: Optional[asyncio.TimerHandle] = None
         self.ping_payload: Optional[bytes] = None
-        # A protocol violation whose Close waits for the app to consume the messages before it.
-        self.failure_pending = False
         # Access log.
         self.started = time.monotonic()
         self.status = 0
         self.closed_by = ""
-        # Messages each way; bytes are wire bytes (frames, headers included).
-        self.messages_in = self.messages_out = self.bytes_out = 0
         self.app_task: Optional[asyncio.Task] = None
 
     # -- the handshake ------------------------------------------------------------------------
@@ -249,7 +153,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(high=self.config.ws_high_water)
         if leftover:
             # A client may pipeline frames behind its request: queue them for after accept.
-            self._deliver(self.conn.receive_data(leftover))
+            self.receive_data(leftover)
         if self.config.ws_accept_timeout is not None:
             self.accept_timer = self.loop.call_later(self.config.ws_accept_timeout,
                                                      self._accept_timed_out)
@@ -267,28 +171,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- asyncio.BufferedProtocol --------------------------------------------------------------
 
-    def get_buffer(self, sizehint: int):
-        return self.conn.parser.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._deliver(self.conn.receive(nbytes))
-
     def eof_received(self):
         return None  # close the transport; connection_lost follows
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        while self.drain_waiters:
-            waiter = self.drain_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server_state.connections.discard(self)
-        self.out = []  # unsent frames have nowhere to go
+        self._drop_unsent()
         for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
                       self.pong_timer):
             if timer is not None:
@@ -302,56 +190,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.closed_by = "network"
         # Without a Close from the peer, the TCP connection was dropped (RFC 6455 §7.1.5).
         self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
-        while self.drain_waiters:
-            waiter = self.drain_waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(ClientDisconnected("WebSocket connection lost"))
+        self._fail_drain_waiters(ClientDisconnected("WebSocket connection lost"))
         if self.state is AppState.CONNECTING or self.state is AppState.DENIAL:
             self.state = AppState.CLOSED
         if self.status:
             self._log_access()
 
     # -- frames in → events for the app --------------------------------------------------------
-
-    def _deliver(self, events) -> None:
-        conn = self.conn
-        queue = self.queue
-        sizes = self.queue_sizes
-        queued = self.queued_bytes
-        delivered = 0
-        for event in events:
-            kind = type(event)
-            if kind is str:
-                queue.append({"type": "websocket.receive", "text": event})
-            elif kind is bytes:
-                queue.append({"type": "websocket.receive", "bytes": event})
-            else:
-                self._control(event)
-                continue
-            size = len(event)
-            sizes.append(size)
-            queued += size
-            delivered += 1
-        self.queued_bytes = queued
-        self.messages_in += delivered
-        if conn.outgoing:
-            for frame in conn.data_to_send():  # Pongs, written inline
-                self._write(frame)
-        if conn.failure is not None and not self.failure_pending:
-            self._fail_after_queue()
-        if self.queued_bytes > self.read_high_water and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
-            # A Pong cannot be read while reading is paused: the peer is sending faster than
-            # the app reads, which proves it alive. Keepalive resumes with reading.
-            if self.pong_timer is not None:
-                self.pong_timer.cancel()
-                self.pong_timer = None
-        waiter = self.waiter
-        if waiter is not None and queue:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     def _control(self, event) -> None:
         if type(event) is CloseReceived:
@@ -366,7 +211,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         answered) the messages that arrived before it, so nothing valid is dropped — bounded
         by the close timeout."""
         self.failure_pending = True
-        if self.status != 101 or not self.queue:
+        if self.status != 101 or not self.queued_messages:
             self._send_failure()
         else:
             self.failure_timer = self.loop.call_later(self.config.ws_close_timeout or 10.0,
@@ -397,85 +242,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         # The server closes the TCP connection first (RFC 6455 §7.1.1).
         self._close_transport()
 
-    def _queue_disconnect(self, code: int, reason: str) -> None:
-        if self.disconnect_queued:
-            return
-        self.disconnect_queued = True
-        self.queue.append({"type": _DISCONNECT, "code": code, "reason": reason})
-        self.queue_sizes.append(0)
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # -- the app's receive and send ------------------------------------------------------------
-
-    async def receive(self) -> Dict[str, Any]:
-        if not self.connect_delivered:
-            self.connect_delivered = True
-            return {"type": "websocket.connect"}
-        queue = self.queue
-        if not queue:
-            if self.failure_pending:
-                self._send_failure()
-            if self.disconnect_delivered:
-                raise ClientDisconnected("websocket.disconnect was already delivered")
-            while not queue:
-                waiter = self.waiter = self.loop.create_future()
-                try:
-                    await waiter
-                finally:
-                    self.waiter = None
-        message = queue.popleft()
-        self.queued_bytes -= self.queue_sizes.popleft()
-        if self.reading_paused and self.queued_bytes <= self.read_low_water:
-            self.reading_paused = False
-            self.transport.resume_reading()
-        if message["type"] is _DISCONNECT:
-            self.disconnect_delivered = True
-        return message
-
-    async def send(self, message: Dict[str, Any]) -> None:
-        message_type = message["type"]
-        if self.state is AppState.CONNECTED and message_type == "websocket.send":
-            # The hot path: one frame built in C, queued for this loop iteration's one write.
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes")
-                if data is None:
-                    raise TypeError("websocket.send needs 'text' or 'bytes'")
-                opcode = OP_BINARY
-            elif message.get("bytes") is not None:
-                raise TypeError("websocket.send with both 'text' and 'bytes'")
-            else:
-                opcode = OP_TEXT
-            conn = self.conn
-            if conn.state is not State.OPEN:
-                raise ClientDisconnected("WebSocket is closed")
-            out = self.out
-            if not out:
-                self.coalescer.add(self)
-            if conn.deflate is not None:
-                frame = conn.send_message(data)
-            elif opcode == OP_BINARY and len(data) >= _LARGE_PAYLOAD:
-                # Header apart, payload as it is: writelines() sends both, no copy of the payload.
-                out.append(build_header(OP_BINARY, len(data)))
-                frame = data
-            else:
-                frame = build_frame(opcode, data)  # copy: header and payload joined, one write
-            out.append(frame)
-            self.out_bytes += len(frame)
-            self.messages_out += 1
-            if self.out_bytes >= self.write_high_water:
-                self._flush()
-            if self.write_paused:
-                await self._drain()
-            return
-        self._transition(message_type)
-        handler = getattr(self, "_on_" + message_type.replace(".", "_"))
-        await handler(message)
-
     def _transition(self, message_type: str) -> None:
         if self.state is AppState.CLOSED or self.transport.is_closing():
             if message_type in ("websocket.send", "websocket.close", "websocket.accept",
@@ -486,40 +252,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             raise UnexpectedMessage(self.state, message_type)
         self.state = new_state
 
-    def _write(self, frame: bytes) -> None:
-        """Queue a frame for this loop iteration's flush; flush at once past the high-water
-        mark so the transport's backpressure (pause_writing) sees it."""
-        if not self.out:
-            self.coalescer.add(self)
-        self.out.append(frame)
-        self.out_bytes += len(frame)
-        if self.out_bytes >= self.write_high_water:
-            self._flush()
-
-    def _flush(self) -> None:
-        out = self.out
-        if out:
-            self.bytes_out += self.out_bytes
-            self.out = []
-            self.out_bytes = 0
-            if not self.transport.is_closing():
-                if len(out) == 1:
-                    self.transport.write(out[0])
-                else:
-                    self.transport.writelines(out)
-
     def _close_transport(self) -> None:
         """Close TCP after everything queued is written (transport.close() flushes its own
         buffer; ours goes first)."""
         self._flush()
         self.transport.close()
-
-    async def _drain(self) -> None:
-        waiter = self.loop.create_future()
-        if self.drain_waiters is None:
-            self.drain_waiters = collections.deque()
-        self.drain_waiters.append(waiter)
-        await waiter
 
     async def _on_websocket_accept(self, message: Dict[str, Any]) -> None:
         subprotocol = message.get("subprotocol")
@@ -613,7 +350,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
         if self.reading_paused:
-            self._schedule_ping()  # see _deliver: no Pong could be read now
+            self._schedule_ping()  # see WebSocketBridge._after_queue: no Pong could be read now
             return
         self.ping_payload = random_ping_payload()
         self._write(conn.send_ping(self.ping_payload))

@@ -1,0 +1,423 @@
+# cython: language_level=3
+"""The per-message half of the ASGI WebSocket bridge, compiled.
+
+`WebSocketBridge` is the base class of `asgiws.asgi.websocket.WebSocketProtocol`. It holds what
+runs once per message or per read — the receive buffer hand-off to the codec, the queue of
+messages the app has not received yet, the app's `receive()` and `send()`, write coalescing and
+backpressure — so that none of it is interpreted Python. Everything that runs once per
+connection (the handshake, closing, timers, denial responses, the access log) stays in Python in
+the subclass, which this class calls back by name for the rare events: `_control(event)`,
+`_fail_after_queue()`, `_send_failure()`, `_transition(message_type)` and the `_on_<type>`
+handlers of the non-hot ASGI messages.
+
+Receive path per read: `get_buffer()` hands out the codec's buffer; `buffer_updated()` has the
+codec parse every complete frame; whole uncompressed messages come back as bare `str`/`bytes`
+and are appended to `queue` as they are; the event dict is built only when the app receives
+(`_pop`). A waiting `receive()` is woken once per read, not once per message.
+
+Send path per message: `send()` builds the frame in C (`server_frame`), appends it to this
+connection's outgoing list and registers the connection with the loop's `WriteCoalescer`, which
+writes every connection's list with one `write`/`writelines` at the next loop iteration.
+"""
+
+import asyncio
+import enum
+import weakref
+
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+
+from asgiws._codec cimport FrameParser, server_frame, server_header
+
+from asgiws.asgi import ClientDisconnected
+from asgiws.websocket.connection import State
+
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object o)
+
+
+class AppState(enum.Enum):
+    CONNECTING = "CONNECTING"  # websocket.connect delivered or pending; no answer yet
+    DENIAL = "DENIAL"          # websocket.http.response.start sent; body streaming
+    CONNECTED = "CONNECTED"    # accepted: 101 written
+    CLOSED = "CLOSED"          # closed by the app, refused, or the connection is gone
+
+
+# Module-level C references: `is` tests against them are pointer compares.
+cdef object _CONNECTED = AppState.CONNECTED
+cdef object _OPEN = State.OPEN
+cdef str _RECEIVE = "websocket.receive"
+cdef str _SEND = "websocket.send"
+cdef str _DISCONNECT = "websocket.disconnect"
+
+cdef enum:
+    _OP_TEXT = 0x1
+    _OP_BINARY = 0x2
+    # From this size a binary payload is written beside its header instead of copied behind it.
+    _LARGE_PAYLOAD = 64 * 1024
+    # Consumed slots at the head of the queue compacted away once there are this many (and they
+    # are at least half of it): a queue the app keeps up with never holds more.
+    _QUEUE_COMPACT = 64
+
+
+cdef class WriteCoalescer:
+    """One per event loop: the frames each connection sends during a loop iteration leave in
+    one write (one syscall) at the start of the next, instead of one syscall per frame."""
+    cdef object loop
+    cdef list dirty
+    cdef bint scheduled
+    cdef object flush_callback
+
+    def __cinit__(self, loop):
+        self.loop = loop
+        self.dirty = []
+        self.scheduled = False
+        self.flush_callback = self.flush
+
+    cdef inline void add(self, WebSocketBridge bridge) except *:
+        self.dirty.append(bridge)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush_callback)
+
+    def flush(self):
+        cdef WebSocketBridge bridge
+        self.scheduled = False
+        dirty = self.dirty
+        self.dirty = []
+        for bridge in dirty:
+            bridge._flush_now()
+
+
+_coalescers = weakref.WeakKeyDictionary()
+
+
+def coalescer_for_loop(loop):
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = WriteCoalescer(loop)
+    return coalescer
+
+
+cdef inline Py_ssize_t _payload_size(object payload):
+    """Memory a queued message holds, for receive flow control: its bytes, or for a str its
+    code points times their width in CPython's representation."""
+    if type(payload) is bytes:
+        return PyBytes_GET_SIZE(payload)
+    if type(payload) is str:
+        return PyUnicode_GET_LENGTH(payload) * PyUnicode_KIND(payload)
+    return 0
+
+
+cdef class WebSocketBridge:
+    # The transport, the sans-I/O connection (asgiws.websocket.connection.Connection) and its
+    # parser; set by the subclass's upgrade().
+    cdef public object transport
+    cdef object conn_
+    cdef FrameParser parser
+    cdef public object loop
+    cdef public object state                # AppState; the subclass's _transition() moves it
+    # Receive side: messages the app has not received, oldest at queue[queue_head]. Entries are
+    # bare str/bytes payloads (their event dict is built by _pop) or a websocket.disconnect dict.
+    cdef list queue
+    cdef Py_ssize_t queue_head
+    cdef public Py_ssize_t queued_bytes
+    cdef public Py_ssize_t read_high_water
+    cdef public Py_ssize_t read_low_water
+    cdef public bint reading_paused
+    cdef public object waiter               # the future a receive() waits on, if any
+    cdef public bint connect_delivered
+    cdef public bint disconnect_queued
+    cdef public bint disconnect_delivered
+    # A protocol violation whose Close waits for the app to consume the messages before it.
+    cdef public bint failure_pending
+    cdef public object pong_timer           # keepalive; cancelled when reading pauses
+    # Send side: frames waiting for this loop iteration's flush, and transport backpressure.
+    cdef list out
+    cdef public Py_ssize_t out_bytes
+    cdef public Py_ssize_t write_high_water
+    cdef WriteCoalescer coalescer
+    cdef public bint write_paused
+    cdef object drain_waiters               # a list of futures, made when first needed
+    # Counters for the access log; bytes are wire bytes (frames, headers included).
+    cdef public Py_ssize_t messages_in
+    cdef public Py_ssize_t messages_out
+    cdef public Py_ssize_t bytes_out
+
+    def __init__(self, config):
+        self.loop = asyncio.get_event_loop()
+        self.transport = None
+        self.conn_ = None
+        self.parser = None
+        self.state = AppState.CONNECTING
+        self.queue = []
+        self.queue_head = 0
+        self.queued_bytes = 0
+        self.read_high_water = config.ws_read_high_water
+        self.read_low_water = self.read_high_water // 4
+        self.reading_paused = False
+        self.waiter = None
+        self.connect_delivered = False
+        self.disconnect_queued = False
+        self.disconnect_delivered = False
+        self.failure_pending = False
+        self.pong_timer = None
+        self.out = []
+        self.out_bytes = 0
+        self.write_high_water = config.ws_high_water
+        self.coalescer = coalescer_for_loop(self.loop)
+        self.write_paused = False
+        self.drain_waiters = None
+        self.messages_in = self.messages_out = self.bytes_out = 0
+
+    @property
+    def conn(self):
+        return self.conn_
+
+    @conn.setter
+    def conn(self, conn):
+        self.conn_ = conn
+        self.parser = conn.parser if conn is not None else None
+
+    @property
+    def queued_messages(self):
+        """Events queued for the app and not received yet."""
+        return PyList_GET_SIZE(self.queue) - self.queue_head
+
+    # -- asyncio.BufferedProtocol: frames in ---------------------------------------------------
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        return self.parser.get_buffer_c(sizehint)
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef FrameParser parser = self.parser
+        cdef list frames = parser.feed_c(nbytes)
+        if parser.all_bare and parser.error is None and self.conn_.state is _OPEN:
+            # The hot path: whole, uncompressed messages only (text already decoded).
+            if PyList_GET_SIZE(frames):
+                self._queue_messages(frames)
+        else:
+            self._deliver(self.conn_._handle(frames))
+
+    def receive_data(self, bytes data):
+        """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""
+        self._deliver(self.conn_.receive_data(data))
+
+    cdef int _queue_messages(self, list messages) except -1:
+        cdef Py_ssize_t queued = self.queued_bytes
+        for payload in messages:
+            queued += _payload_size(payload)
+        self.queue.extend(messages)
+        self.queued_bytes = queued
+        self.messages_in += PyList_GET_SIZE(messages)
+        self._after_queue()
+        return 0
+
+    def _deliver(self, list events):
+        """Events from the connection's slow path: messages, Close, Pong, and what it owes the
+        peer (Pongs, written inline)."""
+        cdef Py_ssize_t delivered = 0
+        cdef Py_ssize_t queued = self.queued_bytes
+        conn = self.conn_
+        for event in events:
+            if type(event) is str or type(event) is bytes:
+                self.queue.append(event)
+                queued += _payload_size(event)
+                delivered += 1
+            else:
+                self._control(event)
+        self.queued_bytes = queued
+        self.messages_in += delivered
+        if conn.outgoing:
+            for frame in conn.data_to_send():
+                self._write_frame(frame)
+        if conn.failure is not None and not self.failure_pending:
+            self._fail_after_queue()
+        self._after_queue()
+
+    cdef int _after_queue(self) except -1:
+        """Pause reading past the high-water mark; wake a waiting receive()."""
+        if self.queued_bytes > self.read_high_water and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+            # A Pong cannot be read while reading is paused: the peer is sending faster than
+            # the app reads, which proves it alive. Keepalive resumes with reading.
+            if self.pong_timer is not None:
+                self.pong_timer.cancel()
+                self.pong_timer = None
+        self._wake()
+        return 0
+
+    cdef inline int _wake(self) except -1:
+        waiter = self.waiter
+        if waiter is not None and PyList_GET_SIZE(self.queue) > self.queue_head:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return 0
+
+    def _queue_disconnect(self, int code, str reason):
+        """Queue the one websocket.disconnect, behind the messages already queued."""
+        if self.disconnect_queued:
+            return
+        self.disconnect_queued = True
+        self.queue.append({"type": _DISCONNECT, "code": code, "reason": reason})
+        self._wake()
+
+    # -- the app's receive ---------------------------------------------------------------------
+
+    async def receive(self):
+        if not self.connect_delivered:
+            self.connect_delivered = True
+            return {"type": "websocket.connect"}
+        if PyList_GET_SIZE(self.queue) == self.queue_head:
+            if self.failure_pending:
+                self._send_failure()
+            if self.disconnect_delivered:
+                raise ClientDisconnected("websocket.disconnect was already delivered")
+            while PyList_GET_SIZE(self.queue) == self.queue_head:
+                waiter = self.waiter = self.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    if self.waiter is waiter:
+                        self.waiter = None
+        return self._pop()
+
+    cdef object _pop(self):
+        """The oldest queued message as its ASGI event; resumes reading below the low-water
+        mark."""
+        cdef list queue = self.queue
+        cdef Py_ssize_t head = self.queue_head
+        cdef Py_ssize_t size
+        item = queue[head]
+        queue[head] = None
+        head += 1
+        if head == PyList_GET_SIZE(queue):
+            del queue[:]
+            head = 0
+        elif head >= _QUEUE_COMPACT and 2 * head >= PyList_GET_SIZE(queue):
+            del queue[:head]
+            head = 0
+        self.queue_head = head
+        if type(item) is bytes:
+            size = PyBytes_GET_SIZE(item)
+            event = {"type": _RECEIVE, "bytes": item}
+        elif type(item) is str:
+            size = _payload_size(item)
+            event = {"type": _RECEIVE, "text": item}
+        else:
+            size = 0
+            event = item
+            self.disconnect_delivered = True
+        self.queued_bytes -= size
+        if self.reading_paused and self.queued_bytes <= self.read_low_water:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return event
+
+    # -- the app's send ------------------------------------------------------------------------
+
+    async def send(self, message):
+        message_type = message["type"]
+        if self.state is _CONNECTED and message_type == _SEND:
+            self._send_message(message)
+            if self.write_paused:
+                await self._drain()
+            return
+        self._transition(message_type)
+        handler = getattr(self, "_on_" + message_type.replace(".", "_"))
+        await handler(message)
+
+    cdef int _send_message(self, message) except -1:
+        """websocket.send: one frame built in C, queued for this loop iteration's write."""
+        cdef int opcode
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes")
+            if data is None:
+                raise TypeError("websocket.send needs 'text' or 'bytes'")
+            opcode = _OP_BINARY
+        elif message.get("bytes") is not None:
+            raise TypeError("websocket.send with both 'text' and 'bytes'")
+        else:
+            opcode = _OP_TEXT
+        conn = self.conn_
+        if conn.state is not _OPEN:
+            raise ClientDisconnected("WebSocket is closed")
+        self.messages_out += 1
+        if conn.deflate is not None:
+            self._write_frame(conn.send_message(data))
+        elif opcode == _OP_BINARY and len(data) >= _LARGE_PAYLOAD:
+            # Header apart, payload as it is: writelines() sends both, no copy of the payload.
+            self._write_frame(server_header(_OP_BINARY, len(data)))
+            self._write_frame(data)
+        else:
+            self._write_frame(server_frame(opcode, data))  # copy: header and payload joined
+        return 0
+
+    def _write(self, frame):
+        """Queue a frame (bytes) for this loop iteration's write."""
+        self._write_frame(frame)
+
+    cdef int _write_frame(self, frame) except -1:
+        # Flush at once past the high-water mark, so the transport's backpressure
+        # (pause_writing) sees it.
+        if not PyList_GET_SIZE(self.out):
+            self.coalescer.add(self)
+        self.out.append(frame)
+        self.out_bytes += len(frame)
+        if self.out_bytes >= self.write_high_water:
+            self._flush_now()
+        return 0
+
+    def _flush(self):
+        self._flush_now()
+
+    cdef int _flush_now(self) except -1:
+        cdef list out = self.out
+        if PyList_GET_SIZE(out):
+            self.bytes_out += self.out_bytes
+            self.out = []
+            self.out_bytes = 0
+            if not self.transport.is_closing():
+                if PyList_GET_SIZE(out) == 1:
+                    self.transport.write(out[0])
+                else:
+                    self.transport.writelines(out)
+        return 0
+
+    def _drop_unsent(self):
+        """The connection is gone: frames not written yet have nowhere to go."""
+        self.out = []
+        self.out_bytes = 0
+
+    async def _drain(self):
+        waiter = self.loop.create_future()
+        if self.drain_waiters is None:
+            self.drain_waiters = []
+        self.drain_waiters.append(waiter)
+        await waiter
+
+    def _fail_drain_waiters(self, exc):
+        waiters = self.drain_waiters
+        self.drain_waiters = None
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+
+    # -- asyncio.BaseProtocol: transport backpressure ------------------------------------------
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        waiters = self.drain_waiters
+        self.drain_waiters = None
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
