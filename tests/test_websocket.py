@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import logging
 import os
 import socket
@@ -201,6 +202,7 @@ def test_bad_handshake_status(run_server, lines, status):
         assert got == status
         if status == 426:
             assert headers[b"sec-websocket-version"] == b"13"
+        assert headers[b"server"] == b"asgiws" and headers[b"date"].endswith(b" GMT")
         client.close()
         assert_still_serving(server)
 
@@ -211,6 +213,24 @@ def test_accept_key_and_101(run_server):
         assert client.status == 101
         assert client.response_headers[b"sec-websocket-accept"] == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         assert client.response_headers[b"upgrade"].lower() == b"websocket"
+        # The fields every response from the server carries (RFC 9110 §6.6.1, §10.2.4).
+        assert client.response_headers[b"server"] == b"asgiws"
+        assert email.utils.parsedate_to_datetime(client.response_headers[b"date"].decode())
+        client.close()
+
+
+def test_app_headers_on_accept_replace_server_and_date(run_server):
+    async def body(receive, send):
+        await receive()
+        await send({"type": "websocket.accept",
+                    "headers": [(b"server", b"mine"), (b"date", b"Thu, 01 Jan 1970 00:00:00 GMT")]})
+        await receive()
+
+    with run_server(Recorder(body)) as server:
+        client = RawClient(server)
+        assert client.status == 101
+        assert client.response_headers[b"server"] == b"mine"
+        assert client.response_headers[b"date"] == b"Thu, 01 Jan 1970 00:00:00 GMT"
         client.close()
 
 
@@ -270,6 +290,7 @@ def test_denial_response(run_server):
         client = RawClient(server)
         assert client.status == 401
         assert client.response_headers[b"x-why"] == b"token"
+        assert client.response_headers[b"server"] == b"asgiws" and b"date" in client.response_headers
         assert client.read_body_to_eof() == b"no entry"
 
 

@@ -36,6 +36,7 @@ from ..websocket.connection import (
 from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
 from .._codec import is_valid_close_code
+from ..headers import default_fields
 from . import ClientDisconnected, UnexpectedMessage
 from ._bridge import AppState, WebSocketBridge
 
@@ -267,7 +268,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
             logger.info("App accepted subprotocol %r the client did not offer", subprotocol)
         self.transport.write(build_response(
-            self.request.key, subprotocol, self.extensions_header, headers))
+            self.request.key, subprotocol, self.extensions_header,
+            headers + default_fields(headers)))
         self.status = 101
         self.subprotocol = subprotocol
         if self.accept_timer is not None:
@@ -409,6 +411,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
     def _http_head(self, status: int, headers) -> bytes:
         lines = [b"HTTP/1.1 %d %s" % (status, _STATUS_PHRASES.get(status, b""))]
         lines.extend(name + b": " + value for name, value in headers)
+        lines.extend(name + b": " + value for name, value in default_fields(headers))
         lines.append(b"connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n"
 

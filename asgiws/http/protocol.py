@@ -41,15 +41,14 @@ import enum
 import http
 import logging
 import re
-import time
 import urllib.parse
 from collections import deque
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import httptools
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
+from asgiws.headers import SERVER_HEADER, date_header
 from asgiws.http.proxy import apply_proxy_headers, parse_trusted
 
 if TYPE_CHECKING:
@@ -70,9 +69,6 @@ LINGER_TIMEOUT = 2.0
 
 # On shutdown, how long a connection that has not sent its first request yet may still send it.
 FIRST_REQUEST_GRACE = 1.0
-
-SERVER_HEADER = b"server: asgiws\r\n"
-
 
 def _status_line(status: int) -> bytes:
     try:
@@ -111,20 +107,6 @@ def _header_line(name: bytes, value: bytes) -> Tuple[bytes, Optional[bytes]]:
             _header_lines.clear()
         _header_lines[name, value] = entry
     return entry
-
-
-_date_second = -1
-_date_line = b""
-
-
-def date_header() -> bytes:
-    """The `Date` header line (RFC 9110 §6.6.1), `date: <IMF-fixdate>\r\n`, formatted at most once
-    per second."""
-    global _date_second, _date_line
-    now = int(time.time())
-    if now != _date_second:
-        _date_second, _date_line = now, b"date: %s\r\n" % formatdate(now, usegmt=True).encode("ascii")
-    return _date_line
 
 
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
