@@ -277,6 +277,9 @@ class Config:
     timeout_graceful_shutdown: float = setting(
         30.0, "On shutdown, wait this long for connections and app tasks to finish before cancelling them.",
         seconds_value, LIMITS)  # fmt: skip
+    timeout_lifespan_shutdown: float = setting(
+        10.0, "On shutdown, wait this long for the app to answer lifespan.shutdown before cancelling its lifespan call.",
+        seconds_value, LIMITS)  # fmt: skip
 
     ws_max_size: int = setting(
         16 * 1024 * 1024, "Largest WebSocket message in bytes (after decompression); larger closes with 1009.",

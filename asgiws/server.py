@@ -212,7 +212,7 @@ class Server:
 
         # 4. Lifespan shutdown: after the last request, so the app can release what they used.
         if self.lifespan is not None and not self.force_exit:
-            await self.lifespan.shutdown()
+            await self.lifespan.shutdown(self.config.timeout_lifespan_shutdown)
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:

@@ -15,7 +15,8 @@ the fork, so a reload picks up new code). It:
 - replaces a worker that dies (a crash, `kill -9`, --limit-max-requests reached). A worker that
   fails to boot later (a bad deploy) is retried with a growing delay while the others serve;
 - SIGTERM / SIGINT: sends SIGTERM to every worker (each shuts down gracefully: see
-  asgiws.server), waits up to --timeout-graceful-shutdown plus SHUTDOWN_MARGIN, then SIGKILLs
+  asgiws.server), waits up to --timeout-graceful-shutdown, --timeout-lifespan-shutdown and
+  SHUTDOWN_MARGIN, then SIGKILLs
   what is left. A second signal forces the workers to stop waiting (SIGQUIT to each);
 - SIGHUP: replaces the workers one at a time: start a new one, wait until it is serving, then
   stop an old one gracefully. The listening socket stays open in the supervisor throughout, so no
@@ -55,8 +56,8 @@ from asgiws.server import Server, StartupError, bind_sockets, describe_socket, m
 
 logger = logging.getLogger("asgiws.error")
 
-# On shutdown, how long past --timeout-graceful-shutdown to wait for a worker (its lifespan
-# shutdown runs after that timeout) before killing it.
+# On shutdown, how long past --timeout-graceful-shutdown and --timeout-lifespan-shutdown (the
+# worker's lifespan shutdown runs after the first) to wait for a worker before killing it.
 SHUTDOWN_MARGIN = 5.0
 
 # A worker that fails to boot after startup is retried after this delay, doubling up to the max.
@@ -273,7 +274,8 @@ class Supervisor:
             return
         self.phase = Phase.STOPPING
         self.reloading = False
-        self.kill_deadline = time.monotonic() + self.config.timeout_graceful_shutdown + SHUTDOWN_MARGIN
+        self.kill_deadline = (time.monotonic() + self.config.timeout_graceful_shutdown
+                              + self.config.timeout_lifespan_shutdown + SHUTDOWN_MARGIN)
         logger.info("Shutting down: stopping %d workers", len(self.workers))
         for worker in self.workers.values():
             worker.stopping = True

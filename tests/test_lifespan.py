@@ -150,6 +150,7 @@ def test_shutdown_failed_is_logged(run_server, caplog):
 
 APP_SOURCE = textwrap.dedent(
     """
+    import asyncio
     import os
 
     async def app(scope, receive, send):
@@ -165,6 +166,8 @@ APP_SOURCE = textwrap.dedent(
             await send({"type": "lifespan.startup.complete"})
             await receive()
             print("app: shutdown event", flush=True)
+            if mode == "hang":
+                await asyncio.Event().wait()  # a cleanup that never finishes
             await send({"type": "lifespan.shutdown.complete"})
         else:
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -206,6 +209,14 @@ def test_process_sigterm_runs_shutdown_and_exits_zero(spawn_server, app_dir):
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
     assert "Application shutdown complete." in proc.text
+
+
+def test_process_hung_lifespan_shutdown_is_cancelled_after_its_timeout(spawn_server, app_dir):
+    with spawn_server("lifespan_app:app", "--lifespan", "on", "--timeout-lifespan-shutdown", "0.5",
+                      app_dir=app_dir, env={"MODE": "hang"}) as proc:  # fmt: skip
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0  # bounded by the fixture's timeout, not by the app
+    assert "Application shutdown did not finish within 0.5s; cancelling it." in proc.text
 
 
 def test_process_sigint_exits_zero(spawn_server, app_dir):

@@ -81,15 +81,22 @@ class Lifespan:
         else:
             raise LifespanFailure(self._failure_message or "Application startup failed.")
 
-    async def shutdown(self) -> None:
-        """Send `lifespan.shutdown` and wait for the answer (only after a completed startup)."""
+    async def shutdown(self, timeout: Optional[float] = None) -> None:
+        """Send `lifespan.shutdown` and wait for the answer (only after a completed startup), at
+        most `timeout` seconds: past it the app's lifespan call is cancelled, so a hung cleanup
+        cannot keep the process alive."""
         if self.phase is not LifespanPhase.STARTED or self._task is None or self._task.done():
             return  # never started, unsupported, failed, or the app already returned
         logger.info("Waiting for application shutdown.")
         self.phase = LifespanPhase.SHUTTING_DOWN
         self._answered.clear()
         self._receive_queue.put_nowait({"type": "lifespan.shutdown"})
-        await self._wait_for_answer()
+        try:
+            await asyncio.wait_for(self._wait_for_answer(), timeout)
+        except asyncio.TimeoutError:
+            logger.error("Application shutdown did not finish within %ss; cancelling it.", timeout)
+            self.cancel()
+            return
         if self.phase is LifespanPhase.SHUT_DOWN:
             logger.info("Application shutdown complete.")
         else:
