@@ -263,26 +263,28 @@ def _quietly(fn, *args, **kwargs):
 
 
 def test_worker_that_does_not_exit_is_killed_after_the_margin(spawn_server, tmp_path):
-    """A lifespan shutdown that never answers keeps a worker alive past its graceful timeout:
-    the supervisor kills it SHUTDOWN_MARGIN seconds later and still exits."""
+    """A lifespan shutdown that blocks the worker's event loop (so its own lifespan timeout cannot
+    cancel it) keeps the worker alive: the supervisor kills it SHUTDOWN_MARGIN seconds after the
+    graceful and lifespan timeouts and still exits."""
     from asgiws.workers import SHUTDOWN_MARGIN
 
     (tmp_path / "stuck.py").write_text(
-        "import asyncio\n"
+        "import time\n"
         "async def app(scope, receive, send):\n"
         "    if scope['type'] == 'lifespan':\n"
         "        await receive()\n"
         "        await send({'type': 'lifespan.startup.complete'})\n"
         "        await receive()\n"
-        "        await asyncio.Event().wait()  # never answers lifespan.shutdown\n"
+        "        time.sleep(60)  # blocks the loop: never answers lifespan.shutdown\n"
     )
     with spawn_server("stuck:app", "--workers", "2", "--timeout-graceful-shutdown", "0.5",
-                      app_dir=tmp_path) as proc:  # fmt: skip
+                      "--timeout-lifespan-shutdown", "0.5", app_dir=tmp_path) as proc:  # fmt: skip
         workers = serving_pids(proc)
         started = time.monotonic()
         proc.signal(signal.SIGTERM)
         assert proc.wait(timeout=TIMEOUT + SHUTDOWN_MARGIN) == 0
-        assert 0.5 + SHUTDOWN_MARGIN - 0.5 <= time.monotonic() - started < 0.5 + SHUTDOWN_MARGIN + 3
+        deadline = 0.5 + 0.5 + SHUTDOWN_MARGIN
+        assert deadline - 0.5 <= time.monotonic() - started < deadline + 3
     for pid in workers:
         assert f"Worker [{pid}] did not exit in time: killing it" in proc.text
         wait_until(lambda: gone(pid), f"worker {pid} to exit")
