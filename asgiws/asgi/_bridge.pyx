@@ -320,9 +320,14 @@ cdef class WebSocketBridge:
     # -- the app's send ------------------------------------------------------------------------
 
     async def send(self, message):
-        message_type = message["type"]
+        cdef dict event
+        if type(message) is dict:  # what apps send; exact type: C dict lookups below
+            event = <dict>message
+        else:
+            event = dict(message)
+        message_type = event["type"]
         if self.state is _CONNECTED and message_type == _SEND:
-            self._send_message(message)
+            self._send_message(event)
             if self.write_paused:
                 await self._drain()
             return
@@ -330,7 +335,7 @@ cdef class WebSocketBridge:
         handler = getattr(self, "_on_" + message_type.replace(".", "_"))
         await handler(message)
 
-    cdef int _send_message(self, message) except -1:
+    cdef int _send_message(self, dict message) except -1:
         """websocket.send: one frame built in C, queued for this loop iteration's write."""
         cdef int opcode
         data = message.get("text")
