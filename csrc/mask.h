@@ -21,11 +21,20 @@ void asgiws_mask(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key
 const char *asgiws_mask_init(void);
 
 /* Kernels. `key` is the rotated key: key[i % 4] masks the byte at index i of this call.
- * Each returns the number of bytes it processed (a multiple of its width); the caller finishes
- * the tail with asgiws_mask_scalar, whose rotation is unchanged since widths are multiples of 4. */
+ * Each returns the number of bytes it processed; the caller finishes the rest with
+ * asgiws_mask_scalar. A kernel that returns less than len must have processed a multiple of 4,
+ * so the key rotation of the rest is unchanged. */
 size_t asgiws_mask_scalar(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4]);
 size_t asgiws_mask_sse2(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4]);
 size_t asgiws_mask_avx2(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4]);
 size_t asgiws_mask_neon(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t key[4]);
+
+/* The little-endian key word for a run starting `shift` bytes into the key (key[shift] first).
+ * Kernels that peel an unaligned head use it for the aligned part. */
+static inline uint32_t asgiws_rotate_key32(uint32_t key32, size_t shift)
+{
+    shift &= 3;
+    return shift ? (key32 >> (8 * shift)) | (key32 << (32 - 8 * shift)) : key32;
+}
 
 #endif
