@@ -505,6 +505,37 @@ def test_receive_and_send_work_as_tasks_and_survive_cancellation(run_server):
     assert app.error is None
 
 
+def test_concurrent_receive_calls_each_get_a_message(run_server):
+    """Three tasks in receive() at once: each message goes to one of them, none is lost, the
+    one left waiting when the client goes away gets websocket.disconnect, and a receive() after
+    that raises."""
+    results = []
+
+    async def body(receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        tasks = [asyncio.create_task(receive()) for _ in range(3)]
+        await asyncio.sleep(0)  # all three are waiting now
+        await send({"type": "websocket.send", "text": "all waiting"})
+        for message in await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT):
+            results.append(message["type"])
+        try:
+            await receive()
+        except ClientDisconnected:
+            results.append("ClientDisconnected")
+
+    app = Recorder(body)
+    with run_server(app) as server:
+        with connect(server.ws_url, open_timeout=TIMEOUT) as ws:
+            assert ws.recv(TIMEOUT) == "all waiting"
+            ws.send("a")
+            ws.send("b")
+        assert app.done.wait(TIMEOUT)
+    assert app.error is None
+    assert sorted(results[:3]) == ["websocket.disconnect", "websocket.receive", "websocket.receive"]
+    assert results[3] == "ClientDisconnected"
+
+
 def test_fragmented_messages_are_reassembled(run_server):
     with run_server(echo_app) as server:
         client = RawClient(server)

@@ -126,7 +126,8 @@ cdef class WebSocketBridge:
     cdef public Py_ssize_t read_high_water
     cdef public Py_ssize_t read_low_water
     cdef public bint reading_paused
-    cdef public object waiter               # the future a receive() waits on, if any
+    cdef object waiter                      # the future a receive() waits on, if any
+    cdef list more_waiters                  # those of concurrent receive() calls (rare), or None
     cdef public bint connect_delivered
     cdef public bint disconnect_queued
     cdef public bint disconnect_delivered
@@ -158,6 +159,7 @@ cdef class WebSocketBridge:
         self.read_low_water = self.read_high_water // 4
         self.reading_paused = False
         self.waiter = None
+        self.more_waiters = None
         self.connect_delivered = False
         self.disconnect_queued = False
         self.disconnect_delivered = False
@@ -250,11 +252,21 @@ cdef class WebSocketBridge:
         return 0
 
     cdef inline int _wake(self) except -1:
+        """Wake every waiting receive() once something is queued; each one re-checks the queue,
+        so with concurrent receive() calls the ones that find it empty wait again."""
+        if PyList_GET_SIZE(self.queue) == self.queue_head:
+            return 0
         waiter = self.waiter
-        if waiter is not None and PyList_GET_SIZE(self.queue) > self.queue_head:
+        if waiter is not None:
             self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        if self.more_waiters is not None:
+            waiters = self.more_waiters
+            self.more_waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         return 0
 
     def _queue_disconnect(self, int code, str reason):
@@ -277,12 +289,22 @@ cdef class WebSocketBridge:
             if self.disconnect_delivered:
                 raise ClientDisconnected("websocket.disconnect was already delivered")
             while PyList_GET_SIZE(self.queue) == self.queue_head:
-                waiter = self.waiter = self.loop.create_future()
+                # Each receive() waits on its own future: one cancelled (by a timeout, say)
+                # must not cancel another's.
+                waiter = self.loop.create_future()
+                if self.waiter is None:
+                    self.waiter = waiter
+                else:
+                    if self.more_waiters is None:
+                        self.more_waiters = []
+                    self.more_waiters.append(waiter)
                 try:
                     await waiter
                 finally:
                     if self.waiter is waiter:
                         self.waiter = None
+                if PyList_GET_SIZE(self.queue) == self.queue_head and self.disconnect_delivered:
+                    raise ClientDisconnected("websocket.disconnect was already delivered")
         return self._pop()
 
     cdef object _pop(self):
