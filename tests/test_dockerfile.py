@@ -138,7 +138,8 @@ def test_wheel_has_the_compiled_codec_and_no_sources(image):
     for module in ("asgiws/_codec.", "asgiws/asgi/_bridge."):
         assert [n for n in names if n.startswith(module) and n.endswith(".so")], names
     assert not [n for n in names if n.endswith((".pyx", ".c"))], names
-    for expected in ("asgiws/__main__.py", "asgiws/workers.py", "asgiws/demo/index.html", "asgiws/_codec.pyi"):
+    for expected in ("asgiws/__main__.py", "asgiws/workers.py", "asgiws/demo/index.html", "asgiws/_codec.pyi",
+                     "asgiws/asgi/_bridge.pyi"):
         assert expected in names
     assert not [n for n in names if n.startswith("tests/")]
 
