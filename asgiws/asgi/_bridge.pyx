@@ -202,7 +202,7 @@ cdef class WebSocketBridge:
         else:
             self._deliver(self.conn_._handle(frames))
 
-    def receive_data(self, bytes data):
+    def receive_data(self, data):
         """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""
         self._deliver(self.conn_.receive_data(data))
 
