@@ -601,58 +601,19 @@ cdef const uint8_t *_mask_key(object mask, Py_buffer *view) except? NULL:
     return <const uint8_t *>view.buf
 
 
-cdef bytes server_header(int opcode, uint64_t length):
-    """build_header() of an unmasked final frame, for other Cython modules."""
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, _header_len(length, False))
-    _write_header(<uint8_t *>PyBytes_AS_STRING(out), opcode, length, True, False, NULL)
-    return out
-
-
-cdef bytes server_frame(int opcode, object payload):
-    """build_frame() of an unmasked final frame, for other Cython modules: str is encoded as
-    UTF-8, anything else is read through the buffer protocol. One copy of the payload."""
-    cdef Py_buffer view
-    cdef const uint8_t *data
-    cdef Py_ssize_t length
-    cdef bytes out
-    cdef uint8_t *dst
-    if type(payload) is str:
-        data = <const uint8_t *>PyUnicode_AsUTF8AndSize(payload, &length)
-        out = PyBytes_FromStringAndSize(NULL, _header_len(length, False) + length)
-        dst = <uint8_t *>PyBytes_AS_STRING(out)
-        memcpy(dst + _write_header(dst, opcode, length, True, False, NULL), data, length)
-        return out
-    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
-    try:
-        length = view.len
-        out = PyBytes_FromStringAndSize(NULL, _header_len(length, False) + length)
-        dst = <uint8_t *>PyBytes_AS_STRING(out)
-        memcpy(dst + _write_header(dst, opcode, length, True, False, NULL), view.buf, length)
-    finally:
-        PyBuffer_Release(&view)
-    return out
-
-
-def build_header(int opcode, uint64_t length, *, bint fin=True, bint rsv1=False, mask=None):
-    """Only the header (2, 4 or 10 bytes, +4 with a mask), for writelines([header, payload])."""
-    cdef Py_buffer key_view
-    cdef const uint8_t *key = _mask_key(mask, &key_view)
+cdef bytes _header(int opcode, uint64_t length, bint fin, bint rsv1, const uint8_t *key):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, _header_len(length, key != NULL))
     _write_header(<uint8_t *>PyBytes_AS_STRING(out), opcode, length, fin, rsv1, key)
-    if key != NULL:
-        PyBuffer_Release(&key_view)
     return out
 
 
-def build_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask=None):
-    """Header and payload in one bytes object: one copy of the payload (masked while copied
-    for a client frame). A str payload is encoded as UTF-8 (no copy for ASCII str)."""
+cdef bytes _frame(int opcode, object payload, bint fin, bint rsv1, const uint8_t *key):
+    """Header and payload in one bytes object; the payload is copied once (masked while copied
+    when `key` is not NULL). A str payload is encoded as UTF-8 (no copy for ASCII str)."""
     cdef Py_buffer view
-    cdef Py_buffer key_view
     cdef const uint8_t *data
     cdef Py_ssize_t length
     cdef bint release = False
-    cdef const uint8_t *key = NULL
     cdef bytes out
     cdef uint8_t *dst
     cdef Py_ssize_t n
@@ -664,19 +625,50 @@ def build_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask=Non
         data = <const uint8_t *>view.buf
         length = view.len
     try:
-        key = _mask_key(mask, &key_view)
         out = PyBytes_FromStringAndSize(NULL, _header_len(length, key != NULL) + length)
         dst = <uint8_t *>PyBytes_AS_STRING(out)
         n = _write_header(dst, opcode, length, fin, rsv1, key)
         if key != NULL:
             asgiws_mask(dst + n, data, length, key, 0)
-            PyBuffer_Release(&key_view)
         else:
             memcpy(dst + n, data, length)
     finally:
         if release:
             PyBuffer_Release(&view)
     return out
+
+
+cdef bytes server_header(int opcode, uint64_t length):
+    """build_header() of an unmasked final frame, for other Cython modules."""
+    return _header(opcode, length, True, False, NULL)
+
+
+cdef bytes server_frame(int opcode, object payload):
+    """build_frame() of an unmasked final frame, for other Cython modules."""
+    return _frame(opcode, payload, True, False, NULL)
+
+
+def build_header(int opcode, uint64_t length, *, bint fin=True, bint rsv1=False, mask=None):
+    """Only the header (2, 4 or 10 bytes, +4 with a mask), for writelines([header, payload])."""
+    cdef Py_buffer key_view
+    cdef const uint8_t *key = _mask_key(mask, &key_view)
+    try:
+        return _header(opcode, length, fin, rsv1, key)
+    finally:
+        if key != NULL:
+            PyBuffer_Release(&key_view)
+
+
+def build_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask=None):
+    """Header and payload in one bytes object: one copy of the payload (masked while copied
+    for a client frame). A str payload is encoded as UTF-8 (no copy for ASCII str)."""
+    cdef Py_buffer key_view
+    cdef const uint8_t *key = _mask_key(mask, &key_view)
+    try:
+        return _frame(opcode, payload, fin, rsv1, key)
+    finally:
+        if key != NULL:
+            PyBuffer_Release(&key_view)
 
 
 cdef inline const uint8_t *_key_bytes(object key, Py_buffer *view) except NULL:
