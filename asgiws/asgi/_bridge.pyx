@@ -283,28 +283,25 @@ cdef class WebSocketBridge:
         if not self.connect_delivered:
             self.connect_delivered = True
             return {"type": "websocket.connect"}
-        if PyList_GET_SIZE(self.queue) == self.queue_head:
-            if self.failure_pending:
-                self._send_failure()
+        if PyList_GET_SIZE(self.queue) == self.queue_head and self.failure_pending:
+            self._send_failure()
+        while PyList_GET_SIZE(self.queue) == self.queue_head:
             if self.disconnect_delivered:
                 raise ClientDisconnected("websocket.disconnect was already delivered")
-            while PyList_GET_SIZE(self.queue) == self.queue_head:
-                # Each receive() waits on its own future: one cancelled (by a timeout, say)
-                # must not cancel another's.
-                waiter = self.loop.create_future()
-                if self.waiter is None:
-                    self.waiter = waiter
-                else:
-                    if self.more_waiters is None:
-                        self.more_waiters = []
-                    self.more_waiters.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if self.waiter is waiter:
-                        self.waiter = None
-                if PyList_GET_SIZE(self.queue) == self.queue_head and self.disconnect_delivered:
-                    raise ClientDisconnected("websocket.disconnect was already delivered")
+            # Each receive() waits on its own future: one cancelled (by a timeout, say)
+            # must not cancel another's.
+            waiter = self.loop.create_future()
+            if self.waiter is None:
+                self.waiter = waiter
+            else:
+                if self.more_waiters is None:
+                    self.more_waiters = []
+                self.more_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self.waiter is waiter:
+                    self.waiter = None
         return self._pop()
 
     cdef object _pop(self):
@@ -312,7 +309,6 @@ cdef class WebSocketBridge:
         mark."""
         cdef list queue = self.queue
         cdef Py_ssize_t head = self.queue_head
-        cdef Py_ssize_t size
         item = queue[head]
         queue[head] = None
         head += 1
@@ -323,17 +319,14 @@ cdef class WebSocketBridge:
             del queue[:head]
             head = 0
         self.queue_head = head
+        self.queued_bytes -= _payload_size(item)
         if type(item) is bytes:
-            size = PyBytes_GET_SIZE(item)
             event = {"type": _RECEIVE, "bytes": item}
         elif type(item) is str:
-            size = _payload_size(item)
             event = {"type": _RECEIVE, "text": item}
         else:
-            size = 0
             event = item
             self.disconnect_delivered = True
-        self.queued_bytes -= size
         if self.reading_paused and self.queued_bytes <= self.read_low_water:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -428,12 +421,20 @@ cdef class WebSocketBridge:
         await waiter
 
     def _fail_drain_waiters(self, exc):
+        self._release_drain_waiters(exc)
+
+    cdef int _release_drain_waiters(self, exc) except -1:
+        """Wake every send() waiting for the transport to drain; with `exc`, raise it there."""
         waiters = self.drain_waiters
         self.drain_waiters = None
         if waiters:
             for waiter in waiters:
                 if not waiter.done():
-                    waiter.set_exception(exc)
+                    if exc is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(exc)
+        return 0
 
     # -- asyncio.BaseProtocol: transport backpressure ------------------------------------------
 
@@ -442,9 +443,4 @@ cdef class WebSocketBridge:
 
     def resume_writing(self):
         self.write_paused = False
-        waiters = self.drain_waiters
-        self.drain_waiters = None
-        if waiters:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        self._release_drain_waiters(None)
