@@ -15,6 +15,9 @@ down); memory is the median. Ratios compare servers measured in the same invocat
 each figure: CPU use of server and client over the measured window (/proc/PID/stat utime+stime,
 whole process tree) and the time each waited for its core (/proc/PID/task/*/schedstat), and the
 figure per server CPU-second, which moves less than raw throughput when the machine is busy.
+Each acceptance target is also judged on the median of per-repeat ratios (the two servers of a
+pair ran in the same repeat, minutes apart), which a drift of the machine's speed between
+repeats moves less than a ratio of two bests.
 
 Writes bench/RESULTS.md (between the <!-- results:start --> / <!-- results:end --> markers; the
 rest of the file is kept), bench/results.png and bench/results.json, and prints the tables and
@@ -337,19 +340,37 @@ def cpu_ratio(table, key, num, den) -> float | None:
     return a["per_cpu_s"] / b["per_cpu_s"]
 
 
-def evaluate_targets(table) -> list[tuple]:
-    """(label, PASS/FAIL/N/A, ratio, per-server-CPU-second ratio, its PASS/FAIL)."""
+def paired_ratio(runs, key, num, den) -> float | None:
+    """Median over the repeats of num / den measured in the same repeat. The servers of one
+    repeat run back to back, within minutes of each other, so each pair saw the same shared
+    machine; the ratio of two bests can instead pair one server's lucky minute with the
+    other's unlucky one."""
+    def by_repeat(rs):
+        return {r.get("repeat", i): r["value"] for i, r in enumerate(rs)
+                if "error" not in r and r.get("value")}
+    a = by_repeat(runs.get(key, {}).get(num, []))
+    b = by_repeat(runs.get(key, {}).get(den, []))
+    pairs = [a[k] / b[k] for k in a.keys() & b.keys()]
+    return statistics.median(pairs) if pairs else None
+
+
+def evaluate_targets(table, runs) -> list[tuple]:
+    """(label, PASS/FAIL/N/A, ratio, per-server-CPU-second ratio, its PASS/FAIL,
+    median per-repeat ratio, its PASS/FAIL)."""
     out = []
     for label, key, num, den, op, threshold in TARGETS:
         r = ratio(table, key, num, den)
         if r is None:
-            out.append((label, "N/A", None, None, "—"))
+            out.append((label, "N/A", None, None, "—", None, "—"))
             continue
         def verdict(x):
+            if x is None:
+                return "—"
             ok = {">=": x >= threshold, "<=": x <= threshold, ">": x > threshold}[op]
             return "PASS" if ok else "FAIL"
         rc = cpu_ratio(table, key, num, den)
-        out.append((label, verdict(r), r, rc, verdict(rc) if rc is not None else "—"))
+        rp = paired_ratio(runs, key, num, den)
+        out.append((label, verdict(r), r, rc, verdict(rc), rp, verdict(rp)))
     return out
 
 
@@ -513,13 +534,18 @@ def render_markdown(table, scenarios, server_names, meta, findings, targets) -> 
              "that ratio depends on how much of its core each server got in its best repeat "
              "(cells marked † above did not get it); the same target applied to the "
              "per-server-CPU-second ratio is shown beside it, and is the steadier of the two "
-             "from run to run when both servers were saturated.")
+             "from run to run when both servers were saturated. The last two columns pair the "
+             "servers repeat by repeat (each repeat runs them back to back) and take the median "
+             "of those ratios: when the machine's speed drifts between repeats, that ratio "
+             "compares servers that saw the same machine.")
     L.append("")
-    L.append("| target | ratio | result | per server CPU-s | result (per CPU-s) |")
-    L.append("|---|---|---|---|---|")
-    for label, verdict, r, rc, vc in targets:
+    L.append("| target | ratio | result | per server CPU-s | result (per CPU-s) "
+             "| median per-repeat ratio | result (paired) |")
+    L.append("|---|---|---|---|---|---|---|")
+    for label, verdict, r, rc, vc, rp, vp in targets:
         L.append(f"| {label} | {'—' if r is None else f'{r:.2f}×'} | {verdict} | "
-                 f"{'—' if rc is None else f'{rc:.2f}×'} | {vc} |")
+                 f"{'—' if rc is None else f'{rc:.2f}×'} | {vc} | "
+                 f"{'—' if rp is None else f'{rp:.2f}×'} | {vp} |")
     L.append("")
     L.append("### Servers")
     L.append("")
@@ -756,6 +782,7 @@ def main(argv=None) -> int:
                             result["warnings"].append(
                                 f"{result.get('disconnects', 0)} unexpected disconnects, "
                                 f"{result.get('bad', 0)} wrong-size messages")
+                        result["repeat"] = rep
                         runs[scn.key].setdefault(name, []).append(result)
                         for warning in result.get("warnings", ()):
                             meta["errors"].setdefault(scn.key, {}).setdefault(name, []).append(
@@ -817,7 +844,7 @@ def report(args, meta, runs, findings, scenarios, server_names) -> int:
             agg = aggregate(rs, scn)
             if agg:
                 table.setdefault(scn.key, {})[name] = agg
-    targets = evaluate_targets(table)
+    targets = evaluate_targets(table, runs)
     body = render_markdown(table, scenarios, server_names, meta, findings, targets)
     print()
     print(body)
@@ -830,19 +857,21 @@ def report(args, meta, runs, findings, scenarios, server_names) -> int:
             with open(args.json, "w") as f:
                 json.dump({"meta": meta, "runs": runs, "findings": findings, "table": table,
                            "targets": [{"target": t, "result": v, "ratio": r, "cpu_ratio": rc,
-                                        "cpu_result": vc}
-                                       for t, v, r, rc, vc in targets]},
+                                        "cpu_result": vc, "paired_ratio": rp,
+                                        "paired_result": vp}
+                                       for t, v, r, rc, vc, rp, vp in targets]},
                           f, indent=1, default=str)
         print(f"wrote {args.output}" + ("" if args.render else f", {args.json}")
               + (f", {args.chart}" if not chart_err else f" ({chart_err})"))
     print()
-    for label, verdict, r, rc, vc in targets:
+    for label, verdict, r, rc, vc, rp, vp in targets:
         line = f"{verdict:4s}  {label}"
         if r is None:
             line += "  (not measured)"
         else:
             line += f"  (ratio {r:.2f}"
-            line += f"; per server CPU-s {rc:.2f}: {vc})" if rc is not None else ")"
+            line += f"; per server CPU-s {rc:.2f}: {vc}" if rc is not None else ""
+            line += f"; median per-repeat {rp:.2f}: {vp})" if rp is not None else ")"
         print(line)
     return 0
 
