@@ -8,8 +8,11 @@ Chromium is driven over the DevTools protocol with the `websockets` client. Skip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -31,8 +34,36 @@ def start_chromium(profile: Path) -> subprocess.Popen:
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
          "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+
+
+def stop_chromium(proc: subprocess.Popen) -> None:
+    """Stop Chromium and every helper it started (renderer, GPU, crashpad: its process group).
+    The helpers outlive the browser process for a moment and keep writing into the profile."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # the browser first, then what is left of it
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(TIMEOUT)
+
+
+def remove_profile(profile: Path) -> None:
+    """A helper killed a moment ago may still finish a write that recreates a file: retry,
+    bounded, until the directory is gone."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            shutil.rmtree(profile)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def devtools_port(profile: Path, proc: subprocess.Popen) -> int:
@@ -111,20 +142,16 @@ def test_demo_echo_in_chromium(spawn_server):
         with urllib.request.urlopen(server.url + "/", timeout=TIMEOUT) as response:
             assert response.status == 200
             assert b"WebSocket" in response.read()
-        with tempfile.TemporaryDirectory() as profile_dir:
-            profile = Path(profile_dir)
-            chromium = start_chromium(profile)
-            try:
-                port = devtools_port(profile, chromium)
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=TIMEOUT) as r:
-                    targets = [t for t in json.load(r) if t.get("type") == "page"]
-                result = asyncio.run(drive(server.url + "/", targets[0]["webSocketDebuggerUrl"]))
-            finally:
-                chromium.terminate()
-                try:
-                    chromium.wait(TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    chromium.kill()
+        profile = Path(tempfile.mkdtemp(prefix="asgiws-chromium-"))
+        chromium = start_chromium(profile)
+        try:
+            port = devtools_port(profile, chromium)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=TIMEOUT) as r:
+                targets = [t for t in json.load(r) if t.get("type") == "page"]
+            result = asyncio.run(drive(server.url + "/", targets[0]["webSocketDebuggerUrl"]))
+        finally:
+            stop_chromium(chromium)
+            remove_profile(profile)
         # Chromium offers permessage-deflate (with client_max_window_bits); we accepted it.
         assert "permessage-deflate" in result["extensions"]
         assert "hello from chromium" in result["log"]
