@@ -248,6 +248,24 @@ def spawn_fixture() -> Any:
     return spawn
 
 
+def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a process started with start_new_session=True, and its children."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (and the leader if still up)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 AUTOBAHN_DIR = REPO / "tests" / "autobahn"
@@ -115,24 +115,6 @@ def proc_wait(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         pass
-
-
-def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop a process started with start_new_session=True, and its children."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (and the leader if still up)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def case_key(case_id: str) -> tuple[int, ...]:

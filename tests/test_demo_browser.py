@@ -8,11 +8,8 @@ Chromium is driven over the DevTools protocol with the `websockets` client. Skip
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+from conftest import stop_process_group
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT = 20.0
@@ -36,18 +34,6 @@ def start_chromium(profile: Path) -> subprocess.Popen:
          "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-
-
-def stop_chromium(proc: subprocess.Popen) -> None:
-    """Stop Chromium and every helper it started (renderer, GPU, crashpad: its process group).
-    The helpers outlive the browser process for a moment and keep writing into the profile."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # the browser first, then what is left of it
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(TIMEOUT)
 
 
 def remove_profile(profile: Path) -> None:
@@ -150,7 +136,7 @@ def test_demo_echo_in_chromium(spawn_server):
                 targets = [t for t in json.load(r) if t.get("type") == "page"]
             result = asyncio.run(drive(server.url + "/", targets[0]["webSocketDebuggerUrl"]))
         finally:
-            stop_chromium(chromium)
+            stop_process_group(chromium)  # its helpers write into the profile too
             remove_profile(profile)
         # Chromium offers permessage-deflate (with client_max_window_bits); we accepted it.
         assert "permessage-deflate" in result["extensions"]
