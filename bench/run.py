@@ -1,6 +1,6 @@
 """WebSocket/HTTP server benchmark: asgiws against uvicorn, hypercorn, granian and two ceilings.
 
-    python bench/run.py                       # everything, ~14 minutes
+    python bench/run.py                       # everything, ~23 minutes
     python bench/run.py --quick               # everything, briefly (~2 minutes): a smoke test
     python bench/run.py --servers asgiws,uvicorn --scenarios echo32_c64,pipe32
     python bench/run.py --list                # servers and scenarios
@@ -17,7 +17,9 @@ whole process tree) and the time each waited for its core (/proc/PID/task/*/sche
 figure per server CPU-second, which moves less than raw throughput when the machine is busy.
 Each acceptance target is also judged on the median of per-repeat ratios (the two servers of a
 pair ran in the same repeat, minutes apart), which a drift of the machine's speed between
-repeats moves less than a ratio of two bests.
+repeats moves less than a ratio of two bests. Five repeats by default: on a shared 2-core host
+one server's repeats of a cell have differed by up to 1.8x, and with three the verdict on the
+targets near their line (pipelined 1 MiB, HTTP, echo 64 conns) flipped from run to run.
 
 Writes bench/RESULTS.md (between the <!-- results:start --> / <!-- results:end --> markers; the
 rest of the file is kept), bench/results.png and bench/results.json, and prints the tables and
@@ -665,7 +667,7 @@ def parse_args(argv=None):
                    help="comma-separated, from: " + ", ".join(SCENARIO_BY_KEY))
     p.add_argument("--duration", type=float, help="measured seconds per run [3; quick 1]")
     p.add_argument("--warmup", type=float, help="seconds of load before measuring [1; quick 0.3]")
-    p.add_argument("--repeats", type=int, help="runs per cell [3; quick 1]")
+    p.add_argument("--repeats", type=int, help="runs per cell [5; quick 1]")
     p.add_argument("--memory-conns", type=int, help="idle connections [5000; quick 1000]")
     p.add_argument("--memory-repeats", type=int, default=1,
                    help="repeats (the first N) that also measure idle memory [1]")
@@ -682,7 +684,7 @@ def parse_args(argv=None):
                    help="measure nothing: rewrite RESULTS.md and the chart from a results.json")
     args = p.parse_args(argv)
     quick = args.quick
-    for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3), ("repeats", 3, 1),
+    for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3), ("repeats", 5, 1),
                               ("memory_conns", 5000, 1000), ("wrk_duration", 5.0, 2.0)):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
