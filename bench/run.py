@@ -356,6 +356,23 @@ def paired_ratio(runs, key, num, den) -> float | None:
     return statistics.median(pairs) if pairs else None
 
 
+def _meets(x: float, op: str, threshold: float) -> bool:
+    return {">=": x >= threshold, "<=": x <= threshold, ">": x > threshold}[op]
+
+
+_TARGET_LINE = {label: (op, threshold) for label, _, _, _, op, threshold in TARGETS}
+
+
+def target_ratio_text(label: str, x: float) -> str:
+    """A target's ratio with two decimals, or four where two would round it onto the other side
+    of the line (1.9995 against "≥ 2.0" would print as a failing 2.00)."""
+    op, threshold = _TARGET_LINE[label]
+    text = f"{x:.2f}"
+    if _meets(float(text), op, threshold) != _meets(x, op, threshold):
+        text = f"{x:.4f}"
+    return text
+
+
 def evaluate_targets(table, runs) -> list[tuple]:
     """(label, PASS/FAIL/N/A, ratio, per-server-CPU-second ratio, its PASS/FAIL,
     median per-repeat ratio, its PASS/FAIL)."""
@@ -368,8 +385,7 @@ def evaluate_targets(table, runs) -> list[tuple]:
         def verdict(x):
             if x is None:
                 return "—"
-            ok = {">=": x >= threshold, "<=": x <= threshold, ">": x > threshold}[op]
-            return "PASS" if ok else "FAIL"
+            return "PASS" if _meets(x, op, threshold) else "FAIL"
         rc = cpu_ratio(table, key, num, den)
         rp = paired_ratio(runs, key, num, den)
         out.append((label, verdict(r), r, rc, verdict(rc), rp, verdict(rp)))
@@ -545,9 +561,9 @@ def render_markdown(table, scenarios, server_names, meta, findings, targets) -> 
              "| median per-repeat ratio | result (paired) |")
     L.append("|---|---|---|---|---|---|---|")
     for label, verdict, r, rc, vc, rp, vp in targets:
-        L.append(f"| {label} | {'—' if r is None else f'{r:.2f}×'} | {verdict} | "
-                 f"{'—' if rc is None else f'{rc:.2f}×'} | {vc} | "
-                 f"{'—' if rp is None else f'{rp:.2f}×'} | {vp} |")
+        def shown(x):
+            return "—" if x is None else target_ratio_text(label, x) + "×"
+        L.append(f"| {label} | {shown(r)} | {verdict} | {shown(rc)} | {vc} | {shown(rp)} | {vp} |")
     L.append("")
     L.append("### Servers")
     L.append("")
@@ -871,9 +887,9 @@ def report(args, meta, runs, findings, scenarios, server_names) -> int:
         if r is None:
             line += "  (not measured)"
         else:
-            line += f"  (ratio {r:.2f}"
-            line += f"; per server CPU-s {rc:.2f}: {vc}" if rc is not None else ""
-            line += f"; median per-repeat {rp:.2f}: {vp})" if rp is not None else ")"
+            line += f"  (ratio {target_ratio_text(label, r)}"
+            line += f"; per server CPU-s {target_ratio_text(label, rc)}: {vc}" if rc is not None else ""
+            line += f"; median per-repeat {target_ratio_text(label, rp)}: {vp})" if rp is not None else ")"
         print(line)
     return 0
 
