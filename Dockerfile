@@ -27,5 +27,12 @@ RUN useradd --system --no-create-home --shell /usr/sbin/nologin asgiws
 ENV PATH=/opt/asgiws/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER asgiws
+# Which web pages may open a WebSocket (docs/websocket.md, "Origin policy") is deliberately not
+# set here: this image cannot know where your pages are served from, and a value set here would
+# pass silently to every image built FROM it. On 0.0.0.0 without one, asgiws logs a warning at
+# startup naming --ws-allowed-origins. Set it in your image or at run time, e.g.
+#     ENV ASGIWS_WS_ALLOWED_ORIGINS=https://app.example.com
+#     docker run -e ASGIWS_WS_ALLOWED_ORIGINS=same-host ...   (pages served by the app itself, as the demo's)
+# `*` allows every origin and silences the warning.
 EXPOSE 8000
 CMD ["asgiws", "asgiws.demo:app", "--host", "0.0.0.0", "--port", "8000"]

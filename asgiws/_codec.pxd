@@ -48,9 +48,27 @@ cdef class FrameParser:
         Py_ssize_t partial_done
         uint32_t partial_utf8
         public object error
-        # A large binary frame is received straight into its payload object (no copy out of
-        # the buffer afterwards; unmasked in place as it arrives): the object and its frame.
-        object direct
+        # Each data frame after a message's first counts this many bytes toward max_size
+        # besides its payload: a message in many tiny or empty fragments reaches the limit.
+        public Py_ssize_t frame_overhead
+        # bare_messages mode: the uncompressed fragmented message being assembled, its
+        # fragments' payloads unmasked and copied into one buffer as they arrive (no object per
+        # fragment). Bound: max_size, as the 1009 check counts every byte appended here.
+        uint8_t *msg_buf
+        Py_ssize_t msg_len
+        Py_ssize_t msg_capacity
+        # At most this many items per feed (0: no limit); `more`: whole frames were left in the
+        # buffer for the next feed (feed(0) parses on), so one feed is bounded work.
+        public Py_ssize_t max_items
+        readonly bint more
+        readonly Py_ssize_t frames_parsed   # every frame parsed so far, control frames too
+        # A large binary frame is received straight into its destination (no copy out of the
+        # buffer afterwards; unmasked in place as it arrives): a payload object of its own, or
+        # the message buffer for a fragment of an assembled message.
+        bint direct_active
+        bint direct_assemble
+        object direct                       # the payload object, or None (message buffer)
+        uint8_t *direct_ptr                 # where the frame's payload goes
         Py_ssize_t direct_filled
         Py_ssize_t direct_length
         Py_ssize_t direct_header_len
@@ -72,8 +90,15 @@ cdef class FrameParser:
                                  bint first) except -1
     cdef void _compact(self)
     cdef int _start_direct(self, uint8_t *p, Py_ssize_t header_len, Py_ssize_t length, bint fin,
-                           bint rsv1, int opcode, bint masked, Py_ssize_t avail) except -1
+                           bint rsv1, int opcode, bint masked, Py_ssize_t avail,
+                           bint assemble) except -1
     cdef int _direct_received(self, Py_ssize_t nbytes, list frames) except -1
+    cdef int _message_reserve(self, Py_ssize_t length) except -1
+    cdef int _message_append(self, const uint8_t *payload, Py_ssize_t length,
+                             const uint8_t *key) except -1
+    cdef int _message_complete(self, list frames) except -1
+    cdef void _message_start(self, int opcode)
+    cdef void _message_release(self)
     cdef int _append(self, list frames, bint fin, bint rsv1, int opcode, object payload) except -1
     cdef int _reserve(self, Py_ssize_t free) except -1
 

@@ -60,8 +60,9 @@ class FrameParser:
     validated as it arrives, so invalid UTF-8 fails before the rest of the frame comes.
 
     Message-level rules are enforced here too: a continuation with no message open, a new data
-    frame while a message is open (1002); a frame or a message (sum of its fragments' payloads)
-    over `max_size` (1009, raised from the header, before the payload is buffered or allocated);
+    frame while a message is open (1002); a frame or a message (sum of its fragments' payloads,
+    plus `frame_overhead` for each fragment after the first) over `max_size` (1009, raised from
+    the header, before the payload is buffered or allocated);
     uncompressed fragmented text is validated incrementally, so invalid UTF-8 fails (1007) on the
     fragment that carries it. A message whose first frame has RSV1 (`rsv1_allowed`, i.e.
     permessage-deflate negotiated) is "compressed": its payloads are returned raw as `bytes` and
@@ -74,6 +75,10 @@ class FrameParser:
     bare_messages: bool
     all_bare: bool
     bytes_parsed: int
+    frames_parsed: int
+    frame_overhead: int
+    max_items: int
+    more: bool
     def __init__(
         self,
         *,
@@ -82,11 +87,21 @@ class FrameParser:
         rsv1_allowed: bool = False,
         initial_size: int = 16 * 1024,
         bare_messages: bool = False,
+        frame_overhead: int = 0,
+        max_items: int = 0,
     ) -> None:
         """`bare_messages`: return each whole (FIN), uncompressed text or binary frame as its
-        payload alone (`str` or `bytes`) instead of a Frame, the connection's hot path;
-        `all_bare` then says whether the last `feed` returned nothing else.
-        `bytes_parsed` counts the wire bytes of every frame parsed (for the access log)."""
+        payload alone (`str` or `bytes`) instead of a Frame, the connection's hot path, and
+        assemble a fragmented uncompressed message into one buffer, returned the same way when
+        its final frame arrives (its fragments return nothing and allocate no object; control
+        frames between them are returned as they come); `all_bare` then says whether the last
+        `feed` returned nothing else.
+        `frame_overhead`: bytes each continuation frame counts toward `max_size` besides its
+        payload, so that a message in many tiny or empty fragments reaches the limit.
+        `max_items`: a `feed` returns at most this many items (0: no limit) and leaves the rest
+        of the complete frames in the buffer, with `more` set; `feed(0)` parses on.
+        `bytes_parsed` counts the wire bytes of every frame parsed (for the access log),
+        `frames_parsed` the frames."""
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable view of the free space at the end of the receive buffer (never empty)."""
     def feed(self, nbytes: int) -> list[Frame]:
@@ -98,6 +113,9 @@ class FrameParser:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet parsed (a partial frame)."""
+    @property
+    def assembled(self) -> int:
+        """Payload bytes of the fragmented message being assembled (bare_messages)."""
     @property
     def capacity(self) -> int:
         """Current size of the owned receive buffer."""

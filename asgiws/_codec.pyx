@@ -13,6 +13,7 @@ The byte-level kernels (XOR masking, UTF-8 validation) are plain C in csrc/.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.list cimport PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -94,7 +95,8 @@ cdef class FrameParser:
 
     def __cinit__(self, *, bint is_server=True, Py_ssize_t max_size=16 * 1024 * 1024,
                   bint rsv1_allowed=False, Py_ssize_t initial_size=16 * 1024,
-                  bint bare_messages=False):
+                  bint bare_messages=False, Py_ssize_t frame_overhead=0,
+                  Py_ssize_t max_items=0):
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
         self.buf = NULL  # allocated by the first get_buffer()/feed_data(): idle costs nothing
@@ -115,19 +117,35 @@ cdef class FrameParser:
         self.partial_utf8 = ASGIWS_UTF8_ACCEPT
         self.error = None
         self.bare_messages = bare_messages
+        self.frame_overhead = frame_overhead
+        self.max_items = max_items
+        self.more = False
+        self.frames_parsed = 0
+        self.msg_buf = NULL
+        self.msg_len = 0
+        self.msg_capacity = 0
+        self.direct_active = False
+        self.direct_assemble = False
         self.direct = None
+        self.direct_ptr = NULL
         self.all_bare = True
         self.bytes_parsed = 0
 
     def __dealloc__(self):
         PyMem_Free(self.buf)
+        PyMem_Free(self.msg_buf)
 
     @property
     def buffered(self):
         """Bytes received but not yet parsed (a partial frame)."""
-        if self.direct is not None:
+        if self.direct_active:
             return self.direct_header_len + self.direct_filled
         return self.end - self.start
+
+    @property
+    def assembled(self):
+        """Payload bytes of the fragmented message being assembled (bare_messages mode)."""
+        return self.msg_len
 
     @property
     def capacity(self):
@@ -144,11 +162,11 @@ cdef class FrameParser:
     cdef object get_buffer_c(self, Py_ssize_t sizehint):
         cdef Py_ssize_t want = _MIN_FREE
         cdef Py_ssize_t missing, received
-        if self.direct is not None:
-            # The rest of a large frame goes straight into its payload object, and nothing
-            # else does: the view ends where the frame ends.
+        if self.direct_active:
+            # The rest of a large frame goes straight into its destination, and nothing else
+            # does: the view ends where the frame ends.
             return PyMemoryView_FromMemory(
-                PyBytes_AS_STRING(self.direct) + self.direct_filled,
+                <char *>self.direct_ptr + self.direct_filled,
                 self.direct_length - self.direct_filled, PyBUF_WRITE)
         if self.pending > 0:
             # Grow toward the frame the header announced, but never past twice what has
@@ -168,7 +186,7 @@ cdef class FrameParser:
 
     cdef list feed_c(self, Py_ssize_t nbytes):
         cdef list direct_frames
-        if self.direct is not None:
+        if self.direct_active:
             if nbytes < 0 or nbytes > self.direct_length - self.direct_filled:
                 raise ValueError("nbytes out of range of the buffer handed out")
             direct_frames = []
@@ -183,7 +201,10 @@ cdef class FrameParser:
             self.start = self.end = 0
             return []
         cdef list frames = self._parse()
-        self._compact()
+        if not self.more:
+            # (With frames left for the next feed, moving them now would be wasted: a buffer
+            # of tiny frames parsed max_items at a time would be moved once per feed.)
+            self._compact()
         return frames
 
     def feed_data(self, data):
@@ -195,9 +216,9 @@ cdef class FrameParser:
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             while True:
-                if self.direct is not None and offset < view.len:
+                if self.direct_active and offset < view.len:
                     take = min(view.len - offset, self.direct_length - self.direct_filled)
-                    memcpy(PyBytes_AS_STRING(self.direct) + self.direct_filled,
+                    memcpy(<char *>self.direct_ptr + self.direct_filled,
                            <char *>view.buf + offset, take)
                     offset += take
                     frames.extend(self.feed(take))
@@ -218,20 +239,30 @@ cdef class FrameParser:
         return frames
 
     cdef int _start_direct(self, uint8_t *p, Py_ssize_t header_len, Py_ssize_t length, bint fin,
-                           bint rsv1, int opcode, bint masked, Py_ssize_t avail) except -1:
-        """Receive the rest of this large binary frame straight into its payload object.
+                           bint rsv1, int opcode, bint masked, Py_ssize_t avail,
+                           bint assemble) except -1:
+        """Receive the rest of this large binary frame straight into its destination: a payload
+        object of its own, or (`assemble`) the message buffer after the fragments before it.
         Copies: what already arrived is unmasked into it once; the rest is read into it by the
-        kernel and unmasked in place. PyBytes_FromStringAndSize(NULL, n) touches no payload
-        page, so memory still follows the bytes received."""
-        cdef object payload = PyBytes_FromStringAndSize(NULL, length)
+        kernel and unmasked in place. Neither PyBytes_FromStringAndSize(NULL, n) nor growing the
+        message buffer touches a payload page, so memory still follows the bytes received."""
         cdef Py_ssize_t received = avail - header_len
+        if assemble:
+            if opcode != _CONTINUATION:
+                self._message_start(opcode)
+            self._message_reserve(length)
+            self.direct = None
+            self.direct_ptr = self.msg_buf + self.msg_len
+        else:
+            self.direct = PyBytes_FromStringAndSize(NULL, length)
+            self.direct_ptr = <uint8_t *>PyBytes_AS_STRING(self.direct)
         if masked:
             memcpy(self.direct_key, p + header_len - 4, 4)
-            asgiws_mask(<uint8_t *>PyBytes_AS_STRING(payload), p + header_len, <size_t>received,
-                        self.direct_key, 0)
+            asgiws_mask(self.direct_ptr, p + header_len, <size_t>received, self.direct_key, 0)
         else:
-            memcpy(PyBytes_AS_STRING(payload), p + header_len, <size_t>received)
-        self.direct = payload
+            memcpy(self.direct_ptr, p + header_len, <size_t>received)
+        self.direct_active = True
+        self.direct_assemble = assemble
         self.direct_filled = received
         self.direct_length = length
         self.direct_header_len = header_len
@@ -244,7 +275,7 @@ cdef class FrameParser:
         return 0
 
     cdef int _direct_received(self, Py_ssize_t nbytes, list frames) except -1:
-        cdef uint8_t *data = <uint8_t *>PyBytes_AS_STRING(self.direct)
+        cdef uint8_t *data = self.direct_ptr
         cdef object payload
         if self.direct_masked:
             asgiws_mask(data + self.direct_filled, data + self.direct_filled, <size_t>nbytes,
@@ -254,17 +285,89 @@ cdef class FrameParser:
             return 0
         payload = self.direct
         self.direct = None
+        self.direct_ptr = NULL
+        self.direct_active = False
+        self.bytes_parsed += self.direct_header_len + self.direct_length
+        self.frames_parsed += 1
         if self.direct_opcode != _CONTINUATION:
             self.message_opcode = self.direct_opcode
             self.message_compressed = self.direct_rsv1
             self.message_size = 0
+        else:
+            self.message_size += self.frame_overhead
         self.message_size += self.direct_length
+        if self.direct_assemble:
+            self.msg_len += self.direct_length
+            if self.direct_fin:
+                self._message_complete(frames)
+            return 0
         if self.direct_fin:
             self.message_opcode = 0
             self.message_size = 0
-        self.bytes_parsed += self.direct_header_len + self.direct_length
         self._append(frames, self.direct_fin, self.direct_rsv1, self.direct_opcode, payload)
         return 0
+
+    # -- the assembled message (bare_messages mode) ----------------------------------------------
+
+    cdef inline void _message_start(self, int opcode):
+        self.message_opcode = opcode
+        self.message_compressed = False
+        self.message_size = 0
+        self.utf8_state = ASGIWS_UTF8_ACCEPT
+        self.msg_len = 0
+
+    cdef int _message_reserve(self, Py_ssize_t length) except -1:
+        """Room for `length` more bytes: doubling, but never past max_size (the 1009 check
+        already bounds msg_len + length by it)."""
+        cdef Py_ssize_t need = self.msg_len + length
+        cdef Py_ssize_t capacity = self.msg_capacity
+        cdef uint8_t *grown
+        if need <= capacity:
+            return 0
+        capacity = 2 * capacity if capacity else 4096
+        if capacity > self.max_size:
+            capacity = self.max_size
+        if capacity < need:
+            capacity = need
+        grown = <uint8_t *>PyMem_Realloc(self.msg_buf, capacity)
+        if grown == NULL:
+            raise MemoryError()
+        self.msg_buf = grown
+        self.msg_capacity = capacity
+        return 0
+
+    cdef int _message_append(self, const uint8_t *payload, Py_ssize_t length,
+                             const uint8_t *key) except -1:
+        """Copy (and unmask, with `key`) one fragment's payload behind the message so far."""
+        self._message_reserve(length)
+        if key != NULL:
+            asgiws_mask(self.msg_buf + self.msg_len, payload, <size_t>length, key, 0)
+        else:
+            memcpy(self.msg_buf + self.msg_len, payload, <size_t>length)
+        self.msg_len += length
+        return 0
+
+    cdef int _message_complete(self, list frames) except -1:
+        """The final fragment arrived: the message, as one str or bytes (copy: decode or copy
+        once out of the message buffer, which is then given back)."""
+        cdef int opcode = self.message_opcode
+        cdef object payload
+        if opcode == _TEXT:
+            # Validated fragment by fragment already (RFC 6455 §8.1); decoding cannot fail.
+            payload = PyUnicode_DecodeUTF8(<char *>self.msg_buf, self.msg_len, NULL)
+        else:
+            payload = PyBytes_FromStringAndSize(<char *>self.msg_buf, self.msg_len)
+        self._message_release()
+        self.message_opcode = 0
+        self.message_size = 0
+        self._append(frames, True, False, opcode, payload)
+        return 0
+
+    cdef void _message_release(self):
+        PyMem_Free(self.msg_buf)
+        self.msg_buf = NULL
+        self.msg_len = 0
+        self.msg_capacity = 0
 
     cdef int _append(self, list frames, bint fin, bint rsv1, int opcode, object payload) except -1:
         cdef Frame frame
@@ -327,6 +430,9 @@ cdef class FrameParser:
         self.state = PARSE_STOPPED
         self.pending = 0
         self.direct = None
+        self.direct_ptr = NULL
+        self.direct_active = False
+        self._message_release()
         return 0
 
     cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
@@ -352,25 +458,31 @@ cdef class FrameParser:
     cdef list _parse(self):
         """Parse every complete frame in buf[start:end].
 
-        Allocations per frame: the Frame object (freelist) and its payload; nothing else.
+        Allocations per frame: the Frame object (freelist) and its payload; nothing else. In
+        bare_messages mode a whole message is its payload alone, and a fragment of an
+        uncompressed message allocates nothing: it is appended to the message buffer.
         Copies per frame: masked binary/control/fragment payloads are unmasked while copied
-        once, buffer -> bytes; a complete text frame is unmasked in place, then decoded once,
-        buffer -> str, which validates it."""
+        once, buffer -> bytes (or -> message buffer); a complete text frame is unmasked in
+        place, then decoded once, buffer -> str, which validates it."""
         cdef list frames = []
         self.all_bare = True
+        self.more = False
         cdef uint8_t *p
         cdef uint8_t *payload_ptr
         cdef uint8_t *key
         cdef Py_ssize_t avail, header_len
         cdef uint64_t length
         cdef int opcode, close_code
-        cdef bint fin, rsv1, masked, compressed, text
+        cdef bint fin, rsv1, masked, compressed, text, assemble
         cdef Py_ssize_t done
         cdef object payload
 
         while self.state == PARSE_FRAMES:
             avail = self.end - self.start
             if avail < 2:
+                break
+            if self.max_items and PyList_GET_SIZE(frames) >= self.max_items:
+                self.more = True
                 break
             p = self.buf + self.start
             fin = (p[0] & 0x80) != 0
@@ -435,9 +547,11 @@ cdef class FrameParser:
                     self._fail(CLOSE_PROTOCOL_ERROR, "64-bit payload length with the top bit set")
                     break
                 header_len = 10
-            # 1009 from the header alone: nothing of this payload is buffered or allocated.
+            # 1009 from the header alone: nothing of this payload is buffered or allocated. A
+            # continuation also pays frame_overhead, so empty fragments add up too.
             if length > <uint64_t>self.max_size or (
-                    opcode < 0x8 and <uint64_t>self.message_size + length > <uint64_t>self.max_size):
+                    opcode == _CONTINUATION and <uint64_t>(self.message_size + self.frame_overhead)
+                    + length > <uint64_t>self.max_size):
                 self._fail(CLOSE_MESSAGE_TOO_BIG, "message over the maximum size")
                 break
             if masked:
@@ -447,6 +561,10 @@ cdef class FrameParser:
             compressed = rsv1 or (opcode == _CONTINUATION and self.message_compressed)
             text = not compressed and (opcode == _TEXT or (
                 opcode == _CONTINUATION and self.message_opcode == _TEXT))
+            # A fragment of an uncompressed message, in bare_messages mode: into the message
+            # buffer, no object of its own (compressed fragments go to the inflater as Frames).
+            assemble = (self.bare_messages and opcode < 0x8 and not compressed
+                        and not (fin and opcode != _CONTINUATION))
             if <uint64_t>avail < <uint64_t>header_len + length:
                 self.pending = header_len + <Py_ssize_t>length
                 if text:
@@ -455,7 +573,7 @@ cdef class FrameParser:
                                                  opcode == _TEXT)
                 elif opcode < 0x8 and length >= _DIRECT_MIN and avail >= header_len:
                     self._start_direct(p, header_len, <Py_ssize_t>length, fin, rsv1, opcode,
-                                       masked, avail)
+                                       masked, avail, assemble)
                 break
             self.pending = 0
             done = self.partial_done
@@ -467,6 +585,29 @@ cdef class FrameParser:
                     asgiws_mask(payload_ptr + done, payload_ptr + done, <size_t>length - done,
                                 key, <size_t>done)
                 masked = False
+            if assemble:
+                # Copy: the fragment's payload, unmasked while copied, behind the message so
+                # far; text is validated first, from where an earlier read stopped (§8.1).
+                if opcode != _CONTINUATION:
+                    self._message_start(opcode)
+                else:
+                    self.message_size += self.frame_overhead
+                self.message_size += <Py_ssize_t>length
+                if text:
+                    self.utf8_state = asgiws_utf8_feed(
+                        self.partial_utf8 if done else self.utf8_state, payload_ptr + done,
+                        <size_t>length - done)
+                    if self.utf8_state == ASGIWS_UTF8_REJECT or (
+                            fin and self.utf8_state != ASGIWS_UTF8_ACCEPT):
+                        self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
+                        break
+                self._message_append(payload_ptr, <Py_ssize_t>length, key if masked else NULL)
+                self.start += header_len + <Py_ssize_t>length
+                self.bytes_parsed += header_len + <Py_ssize_t>length
+                self.frames_parsed += 1
+                if fin:
+                    self._message_complete(frames)
+                continue
             if opcode == _TEXT and fin and not compressed:
                 # A whole text message: decode once, which validates.
                 try:
@@ -488,6 +629,8 @@ cdef class FrameParser:
                     self.message_compressed = rsv1
                     self.message_size = 0
                     self.utf8_state = ASGIWS_UTF8_ACCEPT
+                else:
+                    self.message_size += self.frame_overhead
                 self.message_size += <Py_ssize_t>length
                 if text and not (opcode == _TEXT and fin):
                     # A fragment of a text message: fail on the fragment that carries bad bytes.
@@ -516,6 +659,7 @@ cdef class FrameParser:
 
             self.start += header_len + <Py_ssize_t>length
             self.bytes_parsed += header_len + <Py_ssize_t>length
+            self.frames_parsed += 1
             self._append(frames, fin, rsv1, opcode, payload)
         return frames
 

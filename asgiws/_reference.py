@@ -28,8 +28,9 @@ Other decisions where the contract (_codec.pyi) leaves room, taken per RFC 6455:
   number of bytes MUST be used" binds the sender, and peers (websockets among them) accept it;
 - but a control frame's 7-bit length field must be <= 125, whatever a 16/64-bit length would say;
 - `max_size` bounds every frame (control frames too) and every data message (the sum of its
-  fragments' payloads as received, i.e. compressed bytes for a compressed message); a frame or
-  message of exactly `max_size` bytes is fine;
+  fragments' payloads as received, i.e. compressed bytes for a compressed message, plus
+  `frame_overhead` for each fragment after the first, so that many tiny or empty fragments reach
+  the limit as a large payload would); a frame or message of exactly `max_size` bytes is fine;
 - after a Close frame nothing more is parsed (§5.5.1: no data follows a Close) and `error` stays
   None; after a Close or an error, bytes are dropped (not buffered): the connection is closing,
   and a peer that keeps sending must not grow the buffer. `buffered` is then 0.
@@ -283,7 +284,7 @@ class _Message:
 
     opcode: int  # TEXT or BINARY, from its first frame
     compressed: bool  # first frame had RSV1 (permessage-deflate): not validated here
-    size: int  # sum of its fragments' payload lengths so far
+    size: int  # its fragments' payload lengths so far, + frame_overhead per continuation
     utf8: Optional[Utf8Validator]  # for uncompressed text
 
 
@@ -299,9 +300,11 @@ class ReferenceParser:
         is_server: bool = True,
         max_size: int = 16 * 1024 * 1024,
         rsv1_allowed: bool = False,
+        frame_overhead: int = 0,
     ) -> None:
         self.is_server = is_server
         self.max_size = max_size
+        self.frame_overhead = frame_overhead
         self.rsv1_allowed = rsv1_allowed
         self.error: Optional[ProtocolError] = None
         self._buffer = bytearray()
@@ -385,7 +388,8 @@ class ReferenceParser:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "64-bit length with the MSB set")
         if length > self.max_size:
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "frame over max_size")
-        if opcode == Opcode.CONTINUATION and self._message.size + length > self.max_size:
+        if (opcode == Opcode.CONTINUATION
+                and self._message.size + self.frame_overhead + length > self.max_size):
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message over max_size")
 
         # Stages 3 and 4: masking key, payload so far (text is checked as it arrives), whole frame.
@@ -437,7 +441,7 @@ class ReferenceParser:
 
         if opcode == Opcode.CONTINUATION:
             message = self._message
-            message.size += len(payload)
+            message.size += self.frame_overhead + len(payload)
         else:
             compressed = rsv1
             text = opcode == Opcode.TEXT and not compressed

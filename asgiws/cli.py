@@ -44,6 +44,15 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"asgiws: error: {message} (see asgiws --help)\n")
 
 
+class _ExtendList(argparse.Action):
+    """A list setting's flag, repeatable: `--ws-allowed-origins a --ws-allowed-origins b,c` is
+    the list a, b, c (`none` clears what came before)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if values is None or earlier is None else earlier + values)
+
+
 def _converter(entry: Setting) -> Any:
     def convert(text: str) -> Any:
         try:
@@ -83,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(
                 entry.flag, dest=entry.name, type=_converter(entry), default=argparse.SUPPRESS,
                 metavar=metavar if "|" in entry.parse.kind else metavar.upper(), help=help_text,
+                action=_ExtendList if entry.is_list else "store",
             )  # fmt: skip
     return parser
 

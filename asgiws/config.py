@@ -5,7 +5,7 @@ one line of what it is for, how it parses from text, and which `--help` group it
 that one table the rest is derived:
 
 - the command-line flag: `port` → `--port`, `ws_max_size` → `--ws-max-size`; a bool gets
-  `--name` / `--no-name`;
+  `--name` / `--no-name`; a list (`ListParser`) takes commas, and its flag may be repeated;
 - the environment variable: `port` → `ASGIWS_PORT`;
 - `docs/settings.md`, which `tests/test_config_docs.py` checks against `SETTINGS`.
 
@@ -20,6 +20,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+from asgiws.websocket.origin import OriginPolicy, origin_policy  # standard library only, like this module
 
 ASGIApp = Callable[..., Any]
 
@@ -119,6 +121,7 @@ bool_value = ValueParser("bool", _to_bool, _is(bool, "true or false", lambda v: 
 port_value = ValueParser("int", int, _is(int, "a port number 0-65535", lambda v: 0 <= v <= 65535))
 fd_or_none = ValueParser("int", int, _is(int, "a file descriptor >= 0", lambda v: v >= 0), nullable=True)
 count_value = ValueParser("int", int, _is(int, "an integer >= 1", lambda v: v >= 1))
+count_or_zero = ValueParser("int", int, _is(int, "an integer >= 0", lambda v: v >= 0))
 count_or_none = ValueParser("int", int, _is(int, "an integer >= 1", lambda v: v >= 1), nullable=True)
 bytes_value = ValueParser("bytes", int, _is(int, "a number of bytes >= 1", lambda v: v >= 1))
 seconds_value = ValueParser(
@@ -161,6 +164,28 @@ def _trusted_peers_check(value: Any) -> Optional[str]:
 trusted_peers_value = ValueParser("text", str, _trusted_peers_check)
 
 
+class ListParser(ValueParser):
+    """A comma-separated list → a tuple of its entries; `check` judges the whole list (a list or
+    tuple from Python). Its flag may be repeated, and the entries add up."""
+
+    def __init__(self, kind: str, check: Callable[[Any], Optional[str]], nullable: bool = False) -> None:
+        super().__init__(kind, lambda text: tuple(e.strip() for e in text.split(",") if e.strip()), check, nullable)
+
+
+def _origins_check(value: Any) -> Optional[str]:
+    expected = "origins (https://app.example.com, https://*.example.com, same-host or *) separated by commas"
+    if not isinstance(value, (list, tuple)) or not all(isinstance(entry, str) for entry in value):
+        return expected
+    try:
+        OriginPolicy(value)
+    except ValueError as exc:
+        return f"{expected}; {exc}"
+    return None
+
+
+origins_value = ListParser("origins", _origins_check, nullable=True)
+
+
 def choice(*choices: str) -> ValueParser:
     def check(value: Any) -> Optional[str]:
         return None if value in choices else "one of " + ", ".join(choices)
@@ -194,6 +219,10 @@ class Setting:
     @property
     def is_bool(self) -> bool:
         return self.parse is bool_value
+
+    @property
+    def is_list(self) -> bool:
+        return isinstance(self.parse, ListParser)
 
     @property
     def default_text(self) -> str:
@@ -299,6 +328,12 @@ class Config:
     ws_accept_timeout: float = setting(
         10.0, "Fail the WebSocket handshake if the app has not accepted or closed within this many seconds.",
         positive_seconds, WS)  # fmt: skip
+    ws_allowed_origins: Optional[Tuple[str, ...]] = setting(
+        None, "Pages that may open a WebSocket, by Origin; others get HTTP 403 (cross-site WebSocket hijacking): https://app.example.com, https://*.example.com, same-host, or * for any. Comma-separated; the flag can be repeated (none: no check).",
+        origins_value, WS)  # fmt: skip
+    ws_require_origin: bool = setting(
+        False, "Refuse (HTTP 403) a WebSocket handshake without an Origin header, i.e. from a client that is not a browser.",
+        bool_value, WS)  # fmt: skip
     ws_shutdown_close_code: int = setting(
         1012, "Close code sent to every WebSocket on server shutdown (1012: service restart, clients reconnect).",
         close_code_value, WS)  # fmt: skip
@@ -306,8 +341,14 @@ class Config:
         65536, "WebSocket write buffer high-water mark in bytes: await send() waits while more than this is unsent.",
         bytes_value, WS)  # fmt: skip
     ws_read_high_water: int = setting(
-        1048576, "Pause reading a WebSocket once this many received bytes wait for the app; resume below a quarter.",
+        1048576, "Pause reading a WebSocket once this many received bytes wait for the app (each message counted with its overhead); resume below a quarter.",
         bytes_value, WS)  # fmt: skip
+    ws_frame_overhead: int = setting(
+        64, "Bytes every received data frame counts toward ws_max_size besides its payload, so a message in many tiny or empty fragments hits the limit (1009) like a large one.",
+        count_or_zero, WS)  # fmt: skip
+    timeout_write_stall: Optional[float] = setting(
+        60.0, "Drop a connection whose peer reads nothing for this many seconds while the server has bytes waiting for it (the app sees a disconnect; none: never).",
+        seconds_or_none, LIMITS)  # fmt: skip
 
     log_level: str = setting("info", "Log level of the asgiws loggers.", choice(*LOG_LEVEL_CHOICES), LOGGING)
     access_log: bool = setting(True, 'Log one line per HTTP request to the "asgiws.access" logger.',
@@ -366,6 +407,8 @@ class Config:
         if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs):
             raise ConfigError("ssl_keyfile, ssl_keyfile_password and ssl_ca_certs need ssl_certfile")
         self.loaded_app: Optional[ASGIApp] = None
+        # Built once here, used by every WebSocket handshake; None: nothing to check.
+        self.origin_policy: Optional[OriginPolicy] = origin_policy(self.ws_allowed_origins, self.ws_require_origin)
 
     @property
     def loaded(self) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -146,6 +147,11 @@ class Server:
                 for sock in listener.sockets:
                     logger.info("asgiws running on %s (Press CTRL+C to quit)",
                                 describe_socket(sock, tls=ssl_context is not None))  # fmt: skip
+        if self.sockets is None:
+            served = [sock for listener in self.listeners for sock in listener.sockets]
+            warning = origin_policy_warning(config, served, tls=ssl_context is not None)
+            if warning is not None:
+                logger.warning("%s", warning)
         self.started = True
 
     async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.AbstractServer:
@@ -277,6 +283,35 @@ def describe_socket(sock: socket.socket, tls: bool = False) -> str:
     host, port = address[:2]
     scheme = "https" if tls else "http"
     return f"{scheme}://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{scheme}://{host}:{port}"
+
+
+def origin_policy_warning(config: Config, sockets: List[Any], tls: bool = False) -> Optional[str]:
+    """The startup warning for a server that other machines can reach and that takes WebSocket
+    handshakes from pages of any origin (docs/websocket.md, "Origin policy"), or None.
+
+    Reachable: a TCP socket bound to anything but loopback (127.0.0.0/8, ::1), an inherited
+    --fd included, judged by its address. A Unix socket is not: only a local process — the
+    proxy in front, which decides what it forwards — can connect to it.
+    """
+    if config.ws_allowed_origins is not None:
+        return None
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(sock.getsockname()[0]):
+            return (f"WebSocket handshakes are accepted from pages of any origin on {describe_socket(sock, tls)}: "
+                    "a page on any site can open a WebSocket here with its visitors' cookies. Set "
+                    "--ws-allowed-origins (e.g. same-host or https://app.example.com), or * to allow "
+                    "every origin and silence this warning.")  # fmt: skip
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def describe_address(config: Config) -> str:

@@ -52,7 +52,15 @@ import time
 from typing import Any, Dict, List, Optional
 
 from asgiws.config import Config
-from asgiws.server import Server, StartupError, bind_sockets, describe_socket, make_ssl_context, run_event_loop
+from asgiws.server import (
+    Server,
+    StartupError,
+    bind_sockets,
+    describe_socket,
+    make_ssl_context,
+    origin_policy_warning,
+    run_event_loop,
+)
 
 logger = logging.getLogger("asgiws.error")
 
@@ -122,6 +130,9 @@ class Supervisor:
                     for sock in self.sockets:
                         logger.info("asgiws running on %s with %d workers (Press CTRL+C to quit)",
                                     describe_socket(sock, tls=config.ssl_certfile is not None), config.workers)  # fmt: skip
+                    warning = origin_policy_warning(config, self.sockets, tls=config.ssl_certfile is not None)
+                    if warning is not None:
+                        logger.warning("%s", warning)
                 if self.phase is Phase.RUNNING:
                     self._advance_reload()
                 elif self.phase is Phase.STOPPING and time.monotonic() >= self.kill_deadline:

@@ -46,14 +46,39 @@ def bare_item(item) -> tuple:
     return frame_tuple(item)
 
 
+class BareAssembler:
+    """What a `bare_messages=True` parser returns, from the reference's frame tuples, feed after
+    feed: a whole uncompressed message is its payload alone (a fragmented one joined, text
+    decoded) once its final frame arrives, and its fragments return nothing of their own;
+    control frames and a compressed message's frames are returned as frames."""
+
+    def __init__(self) -> None:
+        self.opcode = 0
+        self.parts: Optional[list] = None  # payloads of the uncompressed message being assembled
+
+    def items(self, frames: list) -> list:
+        out = []
+        for frame in frames:
+            fin, rsv1, opcode, payload = frame
+            if opcode in (0x1, 0x2) and not rsv1:
+                if fin:
+                    out.append(("message", payload))
+                else:
+                    self.opcode, self.parts = opcode, [payload]
+            elif opcode == 0x0 and self.parts is not None:
+                self.parts.append(payload)
+                if fin:
+                    joined = b"".join(self.parts)
+                    out.append(("message", joined.decode("utf-8") if self.opcode == 0x1 else joined))
+                    self.parts = None
+            else:
+                out.append(frame)
+        return out
+
+
 def as_bare(frames: list) -> list:
-    """What a `bare_messages=True` parser returns, from frame tuples: each whole (FIN)
-    uncompressed text or binary frame is its payload alone."""
-    return [
-        ("message", payload) if fin and not rsv1 and opcode in (0x1, 0x2) else frame
-        for frame in frames
-        for fin, rsv1, opcode, payload in [frame]
-    ]
+    """BareAssembler's items for one whole stream."""
+    return BareAssembler().items(frames)
 
 
 def split_points(cuts: Sequence[int], length: int) -> list[int]:

@@ -20,6 +20,7 @@ from codec_streams import (
     MESSAGE_TOO_BIG,
     PROTOCOL_ERROR,
     FrameSpec,
+    BareAssembler,
     as_bare,
     bare_item,
     build_stream,
@@ -130,22 +131,25 @@ def mutated_streams(draw):
         st.tuples(st.booleans(), st.booleans(), st.binary(max_size=300)),
     ),
     max_size=st.sampled_from([16 * 1024 * 1024, 200, 60, 0]),
+    frame_overhead=st.sampled_from([0, 0, 7, 64]),
     cuts=st.lists(st.integers(0, 2000), max_size=10),
 )
-def test_mutated_streams_same_outcome_as_reference(case, max_size, cuts):
+def test_mutated_streams_same_outcome_as_reference(case, max_size, frame_overhead, cuts):
     is_server, rsv1_allowed, stream = case
-    options = dict(is_server=is_server, rsv1_allowed=rsv1_allowed, max_size=max_size)
+    options = dict(is_server=is_server, rsv1_allowed=rsv1_allowed, max_size=max_size,
+                   frame_overhead=frame_overhead)
     bounds = split_points(cuts, len(stream))
     reference = _reference.ReferenceParser(**options)
     codec = _codec.FrameParser(**options)
     bare = _codec.FrameParser(**options, bare_messages=True)
+    assembler = BareAssembler()
     stopped = False
     for start, end in zip(bounds, bounds[1:]):
         chunk = stream[start:end]
         expected = outcome(reference, reference.feed_data(chunk), stopped)
         assert outcome(codec, codec.feed_data(chunk), stopped) == expected
         assert codec.bytes_parsed == reference.bytes_parsed
-        assert [bare_item(item) for item in bare.feed_data(chunk)] == as_bare(expected.frames)
+        assert [bare_item(item) for item in bare.feed_data(chunk)] == assembler.items(expected.frames)
         assert (bare.error and bare.error.code) == expected.error_code
         stopped = expected.buffered is None
     whole = _codec.FrameParser(**options)
@@ -482,6 +486,46 @@ def test_too_big_as_soon_as_the_extended_length_is_in(make_parser):
     assert parser.error is not None and parser.error.code == MESSAGE_TOO_BIG
 
 
+def test_every_fragment_after_the_first_counts_frame_overhead(make_parser):
+    """Empty continuation frames add up: with 64 bytes each, 15 fit under 1000, the 16th is 1009
+    (and a single frame of exactly max_size is still fine)."""
+    parser = make_parser(max_size=1000, frame_overhead=64)
+    assert parser.feed_data(frame(2, b"", fin=False) + frame(0, b"", fin=False) * 15) is not None
+    assert parser.error is None
+    parser.feed_data(frame(0, b"", fin=False))
+    assert parser.error is not None and parser.error.code == MESSAGE_TOO_BIG
+    whole = make_parser(max_size=1000, frame_overhead=64)
+    assert len(whole.feed_data(frame(2, b"x" * 1000))) == 1 and whole.error is None
+
+
+def test_fragments_are_assembled_into_one_buffer_with_no_object_each():
+    parser = _codec.FrameParser(bare_messages=True, frame_overhead=64)
+    assert parser.feed_data(frame(1, "é".encode()[:1], fin=False)) == []
+    for _ in range(999):
+        assert parser.feed_data(frame(0, b"", fin=False)) == []
+    assert parser.assembled == 1 and parser.all_bare
+    assert parser.feed_data(frame(0, "é".encode()[1:])) == ["é"]
+    assert parser.assembled == 0 and parser.error is None
+
+
+def test_invalid_utf8_in_an_assembled_fragment_fails_on_that_fragment():
+    parser = _codec.FrameParser(bare_messages=True)
+    assert parser.feed_data(frame(1, b"ok", fin=False)) == []
+    assert parser.feed_data(frame(0, b"\xff", fin=False)) == []
+    assert parser.error.code == INVALID_PAYLOAD
+
+
+def test_max_items_bounds_one_feed_and_feed_0_parses_on():
+    parser = _codec.FrameParser(bare_messages=True, max_items=10)
+    data = b"".join(frame(2, b"%d" % i) for i in range(25)) + frame(9, b"p")
+    got = parser.feed_data(data)
+    assert len(got) == 10 and parser.more
+    while parser.more:
+        got += parser.feed(0)
+    assert got[:25] == [b"%d" % i for i in range(25)] and got[25].opcode == 9
+    assert parser.buffered == 0
+
+
 def test_too_big_with_the_default_max_size_does_not_allocate():
     parser = _codec.FrameParser()
     before = parser.capacity
@@ -709,10 +753,12 @@ def test_is_valid_close_code_everywhere():
     reads=st.lists(st.integers(1, 90_000), min_size=1, max_size=30),
     through_get_buffer=st.booleans(),
     fragmented=st.booleans(),
+    bare=st.booleans(),
 )
-def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer, fragmented):
-    """Binary frames from 64 KiB go straight into their payload object (get_buffer hands out a
-    view of it); however the stream is cut, the frames equal the reference's."""
+def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer, fragmented, bare):
+    """Binary frames from 64 KiB go straight into their payload object, or for a fragment of an
+    assembled message (bare_messages) into the message buffer (get_buffer hands out a view of
+    it); however the stream is cut, the frames equal the reference's."""
     rng = random.Random(len(sizes) * 7 + sum(reads))
     stream = b""
     for size in sizes:
@@ -726,7 +772,7 @@ def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer,
             stream += _reference.build_frame(2, payload, mask=rng.randbytes(4))
     stream += _reference.build_frame(1, "tail", mask=rng.randbytes(4))
     expected = _reference.ReferenceParser().feed_data(stream)
-    parser = _codec.FrameParser(bare_messages=False)
+    parser = _codec.FrameParser(bare_messages=bare)
     got, offset, i = [], 0, 0
     while offset < len(stream):
         n = reads[i % len(reads)]
@@ -742,6 +788,9 @@ def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer,
             got += parser.feed_data(chunk)
         offset += len(chunk)
     assert parser.error is None
-    assert [(f.fin, f.opcode, f.payload) for f in got] == [(f.fin, f.opcode, f.payload) for f in expected]
+    if bare:
+        assert [bare_item(item) for item in got] == as_bare([frame_tuple(f) for f in expected])
+    else:
+        assert [(f.fin, f.opcode, f.payload) for f in got] == [(f.fin, f.opcode, f.payload) for f in expected]
     assert parser.buffered == 0
     assert parser.bytes_parsed == len(stream)

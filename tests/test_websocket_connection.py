@@ -169,14 +169,18 @@ def test_close_payload_round_trip():
 
 
 def test_parser_bare_messages_mode():
-    """The connection's parser returns whole messages as bare payloads (its hot path) and Frame
+    """The connection's parser returns whole messages as bare payloads (its hot path), a
+    fragmented uncompressed message assembled into one when its final frame arrives, and Frame
     objects for everything else; `all_bare` says which kind the last feed returned."""
     from asgiws._codec import FrameParser
 
     parser = FrameParser(bare_messages=True)
     frames = parser.feed_data(client_frame(1, "a") + client_frame(2, b"b"))
     assert frames == ["a", b"b"] and parser.all_bare
-    frames = parser.feed_data(client_frame(1, "c", fin=False) + client_frame(9, b"p") + client_frame(0, "d"))
-    assert [f.opcode for f in frames] == [1, 9, 0] and not parser.all_bare
+    frames = parser.feed_data(client_frame(1, "c", fin=False) + client_frame(9, b"p"))
+    assert [f.opcode for f in frames] == [9] and not parser.all_bare
+    assert parser.assembled == 1  # "c", held in the message buffer: no object of its own
+    frames = parser.feed_data(client_frame(0, "d"))
+    assert frames == ["cd"] and parser.all_bare and parser.assembled == 0
     assert parser.bytes_parsed == sum(len(client_frame(*args)) for args in
                                       [(1, "a"), (2, b"b"), (1, "c"), (9, b"p"), (0, "d")])

@@ -11,9 +11,21 @@ the subclass, which this class calls back by name for the rare events: `_control
 handlers of the non-hot ASGI messages.
 
 Receive path per read: `get_buffer()` hands out the codec's buffer; `buffer_updated()` has the
-codec parse every complete frame; whole uncompressed messages come back as bare `str`/`bytes`
-and are appended to `queue` as they are; the event dict is built only when the app receives
-(`_pop`). A waiting `receive()` is woken once per read, not once per message.
+codec parse the complete frames in it (at most _MAX_ITEMS per feed); whole uncompressed messages
+come back as bare `str`/`bytes` (a fragmented one assembled by the codec) and are appended to
+`queue` as they are; the event dict is built only when the app receives (`_pop`). A waiting
+`receive()` is woken once per read, not once per message.
+
+Reading (the socket, and parsing what is already buffered) stops for any of three reasons, kept
+as bits in `paused_for` and applied in one place, `_update_reading()`:
+
+- _PAUSED_QUEUE: the messages the app has not received (payload + _MESSAGE_OVERHEAD each) are
+  over `read_high_water`, until they are under `read_low_water`;
+- _PAUSED_WRITE: the transport's write buffer is over its high-water mark (the peer does not
+  read what we send it: PONGs, Close replies, echoes), until it drains;
+- _PAUSED_TURN: this connection has had its share of the loop turn (_TURN_BUDGET, counting
+  bytes and a cost per frame and per event handled in Python), until the next turn: a flood on
+  one socket costs the others one budget's worth of work per turn, not a whole backlog.
 
 Send path per message: `send()` builds the frame in C (`server_frame`), appends it to this
 connection's outgoing list and registers the connection with the loop's `WriteCoalescer`, which
@@ -59,6 +71,23 @@ cdef enum:
     # Consumed slots at the head of the queue compacted away once there are this many (and they
     # are at least half of it): a queue the app keeps up with never holds more.
     _QUEUE_COMPACT = 64
+    # What a queued message holds beyond its payload, for receive flow control: its queue slot
+    # (8 B) and its bytes/str object header (33-56 B), rounded up. Empty and 1-byte messages
+    # (CPython's shared objects) are charged too: they still cost a slot and the work.
+    _MESSAGE_OVERHEAD = 64
+    # The receive work one connection may do per loop turn, in bytes read, plus _FRAME_COST per
+    # frame parsed (C) and _EVENT_COST per frame or event handled in Python (control frames,
+    # compressed fragments): about a millisecond of work.
+    _TURN_BUDGET = 1024 * 1024
+    _FRAME_COST = 64
+    _EVENT_COST = 1024
+    # Items (messages, frames) one codec feed returns at most; the rest wait in the buffer.
+    _MAX_ITEMS = 1024
+
+cdef enum:
+    _PAUSED_QUEUE = 1
+    _PAUSED_WRITE = 2
+    _PAUSED_TURN = 4
 
 
 cdef class WriteCoalescer:
@@ -100,13 +129,14 @@ def coalescer_for_loop(loop):
     return coalescer
 
 
-cdef inline Py_ssize_t _payload_size(object payload):
+cdef inline Py_ssize_t _queued_size(object payload):
     """Memory a queued message holds, for receive flow control: its bytes, or for a str its
-    code points times their width in CPython's representation."""
+    code points times their width in CPython's representation, plus _MESSAGE_OVERHEAD. (The one
+    websocket.disconnect dict is not counted.)"""
     if type(payload) is bytes:
-        return PyBytes_GET_SIZE(payload)
+        return PyBytes_GET_SIZE(payload) + _MESSAGE_OVERHEAD
     if type(payload) is str:
-        return PyUnicode_GET_LENGTH(payload) * PyUnicode_KIND(payload)
+        return PyUnicode_GET_LENGTH(payload) * PyUnicode_KIND(payload) + _MESSAGE_OVERHEAD
     return 0
 
 
@@ -125,7 +155,10 @@ cdef class WebSocketBridge:
     cdef public Py_ssize_t queued_bytes
     cdef public Py_ssize_t read_high_water
     cdef public Py_ssize_t read_low_water
-    cdef public bint reading_paused
+    cdef public int paused_for              # _PAUSED_* bits: why reading stops (see above)
+    cdef public bint reading_paused         # the transport's reading is paused
+    cdef Py_ssize_t turn_cost               # receive work since the last turn pause
+    cdef bint turn_scheduled                # _next_turn is scheduled
     cdef object waiter                      # the future a receive() waits on, if any
     cdef list more_waiters                  # those of concurrent receive() calls (rare), or None
     cdef public bint connect_delivered
@@ -157,7 +190,10 @@ cdef class WebSocketBridge:
         self.queued_bytes = 0
         self.read_high_water = config.ws_read_high_water
         self.read_low_water = self.read_high_water // 4
+        self.paused_for = 0
         self.reading_paused = False
+        self.turn_cost = 0
+        self.turn_scheduled = False
         self.waiter = None
         self.more_waiters = None
         self.connect_delivered = False
@@ -181,6 +217,8 @@ cdef class WebSocketBridge:
     def conn(self, conn):
         self.conn_ = conn
         self.parser = conn.parser if conn is not None else None
+        if self.parser is not None:
+            self.parser.max_items = _MAX_ITEMS
 
     @property
     def queued_messages(self):
@@ -193,23 +231,87 @@ cdef class WebSocketBridge:
         return self.parser.get_buffer_c(sizehint)
 
     def buffer_updated(self, Py_ssize_t nbytes):
+        self._feed(nbytes)
+
+    cdef int _feed(self, Py_ssize_t nbytes) except -1:
+        """Parse what the last read added (nbytes; 0 to parse on in what is buffered), hand the
+        result on, and charge the work to this turn."""
         cdef FrameParser parser = self.parser
+        cdef Py_ssize_t frames_before = parser.frames_parsed
         cdef list frames = parser.feed_c(nbytes)
+        cdef Py_ssize_t cost = nbytes + (parser.frames_parsed - frames_before) * _FRAME_COST
         if parser.all_bare and parser.error is None and self.conn_.state is _OPEN:
             # The hot path: whole, uncompressed messages only (text already decoded).
             if PyList_GET_SIZE(frames):
                 self._queue_messages(frames)
         else:
+            cost += PyList_GET_SIZE(frames) * _EVENT_COST
             self._deliver(self.conn_._handle(frames))
+        self._charge(cost)
+        return 0
 
     def receive_data(self, data):
         """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""
+        cdef Py_ssize_t frames_before = self.parser.frames_parsed
         self._deliver(self.conn_.receive_data(data))
+        self._charge(len(data) + (self.parser.frames_parsed - frames_before) * _EVENT_COST)
+
+    # -- reading: when it stops and resumes ----------------------------------------------------
+
+    cdef inline int _charge(self, Py_ssize_t cost) except -1:
+        """Count receive work against this turn's budget; past it, or with whole frames left
+        in the buffer, stop reading until the next loop turn."""
+        self.turn_cost += cost
+        if (self.turn_cost > _TURN_BUDGET or self.parser.more) and not self.turn_scheduled:
+            self._pause_turn()
+        return 0
+
+    cdef int _pause_turn(self) except -1:
+        self.turn_scheduled = True
+        self.paused_for |= _PAUSED_TURN
+        self.loop.call_soon(self._next_turn)
+        self._update_reading()
+        return 0
+
+    def _next_turn(self):
+        """The loop came back: parse what was left buffered, or read again."""
+        self.turn_scheduled = False
+        self.turn_cost = 0
+        self.paused_for &= ~_PAUSED_TURN
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.paused_for == 0 and self.parser.more:
+            self._feed(0)  # may pause for the next turn again
+        self._update_reading()
+
+    cdef int _set_paused(self, int reason, bint paused) except -1:
+        if paused:
+            self.paused_for |= reason
+        else:
+            self.paused_for &= ~reason
+        self._update_reading()
+        return 0
+
+    cdef int _update_reading(self) except -1:
+        """The one place that pauses and resumes the transport's reading."""
+        cdef bint pause = self.paused_for != 0
+        if not pause and self.parser is not None and self.parser.more and not self.turn_scheduled:
+            # Whole frames wait in the buffer: they are parsed next turn, before any new read.
+            self._pause_turn()
+            return 0
+        if pause == self.reading_paused or self.transport is None or self.transport.is_closing():
+            return 0
+        self.reading_paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+        return 0
 
     cdef int _queue_messages(self, list messages) except -1:
         cdef Py_ssize_t queued = self.queued_bytes
         for payload in messages:
-            queued += _payload_size(payload)
+            queued += _queued_size(payload)
         self.queue.extend(messages)
         self.queued_bytes = queued
         self.messages_in += PyList_GET_SIZE(messages)
@@ -225,7 +327,7 @@ cdef class WebSocketBridge:
         for event in events:
             if type(event) is str or type(event) is bytes:
                 self.queue.append(event)
-                queued += _payload_size(event)
+                queued += _queued_size(event)
                 delivered += 1
             else:
                 self._control(event)
@@ -240,14 +342,13 @@ cdef class WebSocketBridge:
 
     cdef int _after_queue(self) except -1:
         """Pause reading past the high-water mark; wake a waiting receive()."""
-        if self.queued_bytes > self.read_high_water and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        if self.queued_bytes > self.read_high_water and not (self.paused_for & _PAUSED_QUEUE):
             # A Pong cannot be read while reading is paused: the peer is sending faster than
             # the app reads, which proves it alive. Keepalive resumes with reading.
             if self.pong_timer is not None:
                 self.pong_timer.cancel()
                 self.pong_timer = None
+            self._set_paused(_PAUSED_QUEUE, True)
         self._wake()
         return 0
 
@@ -319,7 +420,7 @@ cdef class WebSocketBridge:
             del queue[:head]
             head = 0
         self.queue_head = head
-        self.queued_bytes -= _payload_size(item)
+        self.queued_bytes -= _queued_size(item)
         if type(item) is bytes:
             event = {"type": _RECEIVE, "bytes": item}
         elif type(item) is str:
@@ -327,9 +428,8 @@ cdef class WebSocketBridge:
         else:
             event = item
             self.disconnect_delivered = True
-        if self.reading_paused and self.queued_bytes <= self.read_low_water:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        if (self.paused_for & _PAUSED_QUEUE) and self.queued_bytes <= self.read_low_water:
+            self._set_paused(_PAUSED_QUEUE, False)
         return event
 
     # -- the app's send ------------------------------------------------------------------------
@@ -439,8 +539,20 @@ cdef class WebSocketBridge:
     # -- asyncio.BaseProtocol: transport backpressure ------------------------------------------
 
     def pause_writing(self):
+        """The peer is not reading what we send: stop reading what it sends (its Pings would
+        only queue more PONGs), and watch for a stall (the subclass's _write_stall_started)."""
         self.write_paused = True
+        self._set_paused(_PAUSED_WRITE, True)
+        self._write_stall_started()
 
     def resume_writing(self):
         self.write_paused = False
+        self._write_stall_ended()
+        self._set_paused(_PAUSED_WRITE, False)
         self._release_drain_waiters(None)
+
+    def _write_stall_started(self):
+        pass  # overridden by WebSocketProtocol (the write-stall timer)
+
+    def _write_stall_ended(self):
+        pass

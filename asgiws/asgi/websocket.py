@@ -37,6 +37,7 @@ from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
 from .._codec import is_valid_close_code
 from ..headers import default_fields
+from ..stall import WriteStallWatch
 from . import ClientDisconnected, UnexpectedMessage
 from ._bridge import AppState, WebSocketBridge
 
@@ -81,6 +82,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "scope",
         "server_state",
         "started",
+        "stall_watch",
         "status",
         "subprotocol",
     )
@@ -98,6 +100,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.failure_timer: Optional[asyncio.TimerHandle] = None
         self.ping_timer: Optional[asyncio.TimerHandle] = None
         self.ping_payload: Optional[bytes] = None
+        self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
         self.started = time.monotonic()
         self.status = 0
@@ -114,6 +117,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         try:
             request = validate_request(http_scope["method"], http_scope["http_version"],
                                        http_scope["headers"])
+            if self.config.origin_policy is not None:  # RFC 6455 §10.2: 403 before the app sees it
+                self.config.origin_policy.check(http_scope["headers"], http_scope["scheme"])
         except HandshakeError as exc:
             logger.info("Refused WebSocket handshake from %s: %s", _client(http_scope), exc.reason)
             self.scope = http_scope
@@ -150,7 +155,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             if agreed is not None:
                 params, self.extensions_header = agreed
                 deflate = PerMessageDeflate(params, settings)
-        self.conn = Connection(max_size=self.config.ws_max_size, deflate=deflate)
+        self.conn = Connection(max_size=self.config.ws_max_size, deflate=deflate,
+                               frame_overhead=self.config.ws_frame_overhead)
         transport.set_write_buffer_limits(high=self.config.ws_high_water)
         if leftover:
             # A client may pipeline frames behind its request: queue them for after accept.
@@ -182,6 +188,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
                       self.pong_timer):
             if timer is not None:
                 timer.cancel()
+        if self.stall_watch is not None:
+            self.stall_watch.stop()
         conn = self.conn
         if conn is not None:
             conn.connection_lost()
@@ -360,6 +368,28 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if timeout and self.pong_timer is None:
             self.pong_timer = self.loop.call_later(timeout, self._pong_timed_out)
         self._schedule_ping()
+
+    # -- a peer that stops reading -------------------------------------------------------------
+
+    def _write_stall_started(self) -> None:
+        """The write buffer went over its high-water mark (WebSocketBridge.pause_writing)."""
+        timeout = self.config.timeout_write_stall
+        if timeout is not None:
+            if self.stall_watch is None:
+                self.stall_watch = WriteStallWatch(self.loop, self.transport, timeout, self._write_stalled)
+            self.stall_watch.start()
+
+    def _write_stall_ended(self) -> None:
+        if self.stall_watch is not None:
+            self.stall_watch.stop()
+
+    def _write_stalled(self, unsent: int) -> None:
+        """The peer read nothing for timeout_write_stall: drop it (the app gets 1006). While we
+        stop reading from such a peer the keepalive cannot find it dead; this does."""
+        logger.info("WebSocket %s: the peer read nothing for %ss (%d bytes unsent); dropping it",
+                    self.scope.get("path"), self.config.timeout_write_stall, unsent)
+        self.closed_by = "write stall"
+        self.transport.abort()
 
     def _pong_timed_out(self) -> None:
         self.pong_timer = None

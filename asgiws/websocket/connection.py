@@ -10,8 +10,13 @@ object on the hot path), a received Close as `CloseReceived`. Bytes to write (a 
 a Close echo, a Close after a protocol violation) are appended to `outgoing`; the caller writes
 them. Every failure goes through `fail(code, reason)`.
 
-Copies per received message: see FrameParser; a fragmented message is joined once, and a text one
-decoded once after that. A compressed message is inflated once per frame.
+Copies per received message: see FrameParser, which also assembles a fragmented uncompressed
+message into one buffer (no object per fragment). A compressed message is inflated once per frame
+and its fragments' output appended to one bytearray, then copied (binary) or decoded (text) once.
+
+What a peer can make a Connection hold: one message, at most `max_size` bytes counted as payload
+plus `frame_overhead` for every fragment after the first (checked from each frame's header,
+before its payload is buffered); a Pong per Ping in `outgoing` until the caller writes them.
 """
 
 from __future__ import annotations
@@ -82,13 +87,15 @@ Event = Union[str, bytes, CloseReceived, Pong]
 
 class Connection:
     def __init__(self, *, max_size: int, deflate: Optional[PerMessageDeflate] = None,
-                 is_server: bool = True):
+                 is_server: bool = True, frame_overhead: int = 0):
         self.state = State.OPEN
         self.max_size = max_size
+        self.frame_overhead = frame_overhead
         self.deflate = deflate
         self.is_server = is_server
         self.parser = FrameParser(is_server=is_server, max_size=max_size,
-                                  rsv1_allowed=deflate is not None, bare_messages=True)
+                                  rsv1_allowed=deflate is not None, bare_messages=True,
+                                  frame_overhead=frame_overhead)
         self.outgoing: List[bytes] = []
         # The close code and reason we sent, once we sent one.
         self.close_sent: Optional[CloseReceived] = None
@@ -96,12 +103,12 @@ class Connection:
         # A protocol violation found in what we received: the Close we owe the peer. The caller
         # sends it (send_close) once the app has consumed the messages that came before it.
         self.failure: Optional[CloseReceived] = None
-        # The fragmented message being reassembled (RFC 6455 §5.4).
-        self._fragments: List[bytes] = []
-        self._fragment_opcode = 0
-        self._fragment_compressed = False
-        self._fragment_size = 0
-        self._fragment_utf8: Optional[_codec.Utf8Validator] = None
+        # The compressed message being inflated (RFC 7692 §6.2): its output so far (made when a
+        # second fragment arrives), what it counts toward max_size, its text validator.
+        self._inflated: Optional[bytearray] = None
+        self._inflated_opcode = 0
+        self._inflated_size = 0
+        self._inflated_utf8: Optional[_codec.Utf8Validator] = None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -150,42 +157,46 @@ class Connection:
         return events
 
     def _data_frame(self, frame) -> Optional[Union[str, bytes]]:
-        """Reassemble and inflate; return the message a final frame completes."""
-        payload = frame.payload
+        """A frame of a compressed message (the parser assembles uncompressed ones): inflate it;
+        return the message a final frame completes."""
         if frame.opcode != OP_CONTINUATION:
-            self._fragment_opcode = frame.opcode
-            self._fragment_compressed = frame.rsv1
-            self._fragment_size = 0
-            self._fragment_utf8 = None
-        compressed = self._fragment_compressed
-        if compressed:
-            try:
-                payload = self.deflate.decompress(payload, frame.fin,
-                                                  self.max_size - self._fragment_size)
-            except MessageTooBig:
-                self.fail(CloseCode.MESSAGE_TOO_BIG, "message over the maximum size")
-                return None
-            except zlib.error:
-                self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid compressed data")
-                return None
-            if self._fragment_opcode == OP_TEXT and not frame.fin or self._fragment_utf8:
-                # Compressed and fragmented text: validate as it inflates, to fail fast.
-                if self._fragment_utf8 is None:
-                    self._fragment_utf8 = _codec.Utf8Validator()
-                if not self._fragment_utf8.feed(payload) or (
-                        frame.fin and not self._fragment_utf8.final()):
-                    self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
-                    return None
-        if frame.fin and not self._fragments:
-            message = payload  # an unfragmented message: no join
+            self._inflated = None
+            self._inflated_opcode = frame.opcode
+            self._inflated_size = 0
+            self._inflated_utf8 = None
         else:
-            self._fragments.append(payload)
-            self._fragment_size += len(payload)
+            self._inflated_size += self.frame_overhead
+        try:
+            payload = self.deflate.decompress(frame.payload, frame.fin,
+                                              self.max_size - self._inflated_size)
+        except MessageTooBig:
+            self.fail(CloseCode.MESSAGE_TOO_BIG, "message over the maximum size")
+            return None
+        except zlib.error:
+            self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid compressed data")
+            return None
+        self._inflated_size += len(payload)
+        text = self._inflated_opcode == OP_TEXT
+        if text and (not frame.fin or self._inflated_utf8 is not None):
+            # Compressed and fragmented text: validate as it inflates, to fail fast.
+            if self._inflated_utf8 is None:
+                self._inflated_utf8 = _codec.Utf8Validator()
+            if not self._inflated_utf8.feed(payload) or (
+                    frame.fin and not self._inflated_utf8.final()):
+                self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
+                return None
+        if frame.fin and self._inflated is None:
+            message = payload  # an unfragmented message: no copy
+        else:
+            if self._inflated is None:
+                self._inflated = bytearray()
+            self._inflated += payload  # copy: behind the message so far
             if not frame.fin:
                 return None
-            message = b"".join(self._fragments)  # copy: join the fragments once
-            self._fragments = []
-        if self._fragment_opcode == OP_TEXT:
+            message, self._inflated = self._inflated, None
+            if not text:
+                return bytes(message)  # copy: the app gets bytes
+        if text:
             try:
                 return message.decode("utf-8")  # copy: decode once
             except UnicodeDecodeError:

@@ -1,0 +1,260 @@
+"""A hostile WebSocket peer against a real server: every frame costs something, what it makes the
+server hold is bounded in bytes, and it cannot stall the others.
+
+One test per rule (DESIGN.md, "Everything a peer can make us hold is bounded"):
+
+- a message's fragments are assembled into one buffer, and each fragment after the first counts
+  `ws_frame_overhead` toward `ws_max_size`: empty or 1-byte fragments end in 1009, not in memory;
+- queued messages count their payload plus an overhead each, so empty messages to an app that
+  does not receive pause reading as large ones do;
+- PONGs the peer does not read stop the server reading its Pings;
+- a peer that reads nothing while the server has bytes for it is dropped after
+  `timeout_write_stall` (the app sees 1006);
+- a connection gets a bounded slice of each loop turn: another client is served while it floods.
+
+Memory is read from the server's own bookkeeping here (the in-process server's protocol objects);
+the RSS figures under full-size floods are in tests/floods.py and tests/test_stress.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from asgiws.asgi.websocket import WebSocketProtocol
+
+from test_websocket import MASK, RawClient, Recorder, assert_still_serving, echo_app
+from asgiws._codec import build_frame
+
+TIMEOUT = 10.0
+
+
+def websocket_protocols(server):
+    return [conn for conn in server.server.server_state.connections if isinstance(conn, WebSocketProtocol)]
+
+
+def on_loop(server, fn):
+    """fn() run on the server's loop thread; its result."""
+    done = threading.Event()
+    result = []
+    server.call(lambda: (result.append(fn()), done.set()))
+    assert done.wait(TIMEOUT)
+    return result[0]
+
+
+def send_until_blocked(sock, data, limit):
+    """Send `data` over and over until the socket stops taking it (the server stopped reading
+    and the kernel buffers are full) or `limit` bytes went out; the bytes sent."""
+    sock.settimeout(0.5)
+    sent = 0
+    try:
+        while sent < limit:
+            sock.sendall(data)
+            sent += len(data)
+    except socket.timeout:
+        pass
+    finally:
+        sock.settimeout(TIMEOUT)
+    return sent
+
+
+# -- fragments ------------------------------------------------------------------------------------
+
+
+def test_empty_continuation_frames_close_1009(run_server):
+    """With ws_max_size 64 KiB and 64 bytes per fragment, the 1024th empty continuation is over."""
+    with run_server(echo_app, ws_max_size=65536, ws_frame_overhead=64) as server:
+        client = RawClient(server)
+        client.send_frame(2, b"", fin=False)
+        client.send_raw(build_frame(0, b"", fin=False, mask=MASK) * 1100)
+        assert client.recv_close() == (1009, "message over the maximum size")
+        client.close()
+        assert_still_serving(server)
+
+
+def test_one_byte_fragments_are_assembled_into_one_message(run_server):
+    payload = bytes(range(256)) * 40  # 10,240 fragments of one byte
+    with run_server(echo_app) as server:
+        client = RawClient(server)
+        client.send_raw(b"".join(
+            build_frame(0 if i else 2, payload[i:i + 1], fin=i == len(payload) - 1, mask=MASK)
+            for i in range(len(payload))))  # fmt: skip
+        frame = client.recv_frame()
+        assert (frame.opcode, frame.payload) == (2, payload)
+        client.close()
+
+
+def test_one_byte_text_fragments_splitting_characters_and_pings_between(run_server):
+    text = "é€😀" * 100
+    data = text.encode()
+    frames = []
+    for i in range(len(data)):
+        frames.append(build_frame(0 if i else 1, data[i:i + 1], fin=i == len(data) - 1, mask=MASK))
+        if i % 100 == 0:
+            frames.append(build_frame(9, b"p%d" % i, mask=MASK))
+    with run_server(echo_app) as server:
+        client = RawClient(server)
+        client.send_raw(b"".join(frames))
+        pongs = 0
+        while (frame := client.recv_frame()).opcode == 0xA:
+            pongs += 1
+        assert (frame.opcode, frame.payload, pongs) == (1, text, len(range(0, len(data), 100)))
+        client.close()
+
+
+def test_sixty_four_thousand_fragments_fit_under_the_defaults(run_server):
+    """Autobahn 9.4.1's shape: 4 MiB in 64-byte fragments (65,536 of them) is a valid message."""
+    chunk = b"\x5a" * 64
+    stream = build_frame(2, chunk, fin=False, mask=MASK) + build_frame(0, chunk, fin=False, mask=MASK) * 65534
+    stream += build_frame(0, chunk, mask=MASK)
+    with run_server(echo_app) as server:
+        client = RawClient(server)
+        threading.Thread(target=client.send_raw, args=(stream,), daemon=True).start()
+        frame = client.recv_frame()
+        assert frame.opcode == 2 and frame.payload == chunk * 65536
+        client.close()
+
+
+# -- queued messages ------------------------------------------------------------------------------
+
+
+async def push_only(scope, receive, send):
+    """Never receives on "/" (a push-only endpoint that pushes nothing); echoes elsewhere."""
+    if scope["type"] != "websocket" or scope["path"] != "/":
+        return await echo_app(scope, receive, send)
+    await receive()
+    await send({"type": "websocket.accept"})
+    await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize("payload", [b"", b"x", b"xyz"], ids=["empty", "1 byte", "3 bytes"])
+def test_small_messages_to_an_app_that_does_not_receive_pause_reading(run_server, payload):
+    high_water = 65536
+    with run_server(push_only, ws_read_high_water=high_water, timeout_graceful_shutdown=0.1) as server:
+        client = RawClient(server)
+        frame = build_frame(2, payload, mask=MASK) * 4096
+        sent = send_until_blocked(client.sock, frame, 256 * 1024 * 1024)
+        assert sent < 64 * 1024 * 1024, "the server kept reading"
+        (ws,) = websocket_protocols(server)
+        queued, queued_bytes, paused = on_loop(server, lambda: (ws.queued_messages, ws.queued_bytes, ws.paused_for))
+        # Reading paused at the mark, with at most one feed (1024 items) more behind it.
+        assert paused & 1 and high_water < queued_bytes <= high_water + 1024 * (64 + len(payload))
+        assert queued == queued_bytes // (64 + len(payload))
+        assert_still_serving(server)
+        client.close()
+
+
+# -- the peer does not read --------------------------------------------------------------------
+
+
+def test_pings_whose_pongs_are_not_read_stop_reading(run_server):
+    with run_server(echo_app, ws_high_water=16384, timeout_write_stall=None) as server:
+        client = RawClient(server)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ping = build_frame(9, b"p" * 125, mask=MASK) * 256
+        sent = send_until_blocked(client.sock, ping, 512 * 1024 * 1024)
+        assert sent < 64 * 1024 * 1024, "the server kept reading"
+        (ws,) = websocket_protocols(server)
+        paused, unsent = on_loop(server, lambda: (ws.paused_for, ws.transport.get_write_buffer_size()))
+        assert paused & 2, paused  # the write buffer is full: reading stopped
+        assert unsent < 16384 + 1024 * 127 + 65536, unsent  # the mark + one feed of PONGs
+        assert_still_serving(server)
+        client.close()
+
+
+def test_write_stall_drops_a_peer_that_reads_nothing(run_server):
+    got = {}
+
+    async def body(receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+        except OSError as exc:
+            got["error"] = exc
+        got["disconnect"] = await receive()
+
+    app = Recorder(body)
+    with run_server(app, timeout_write_stall=0.5) as server:
+        client = RawClient(server)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        started = time.monotonic()
+        assert app.done.wait(TIMEOUT)
+        assert 0.5 <= time.monotonic() - started < 5
+        assert isinstance(got["error"], OSError)
+        assert got["disconnect"]["type"] == "websocket.disconnect" and got["disconnect"]["code"] == 1006
+        client.close()
+        assert httpx.get(server.url, timeout=TIMEOUT).text == "ok"
+
+
+def test_a_slow_reader_that_keeps_reading_is_not_dropped(run_server):
+    total = 64 * 65536
+
+    async def body(receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        for _ in range(64):
+            await send({"type": "websocket.send", "bytes": b"x" * 65536})
+        await send({"type": "websocket.close"})
+
+    app = Recorder(body)
+    with run_server(app, timeout_write_stall=0.3) as server:
+        client = RawClient(server)
+        received = 0
+        while (frame := client.recv_frame()).opcode == 2:
+            received += len(frame.payload)
+            time.sleep(0.02)  # slower than the server writes: its buffer stays full, but drains
+        assert frame.opcode == 8 and received == total
+        client.close()
+
+
+# -- fairness -----------------------------------------------------------------------------------
+
+
+def test_one_flooding_connection_does_not_stall_the_others(run_server):
+    """A client sends a flood of Pings and tiny messages as fast as it can (reading its PONGs and
+    echoes on a thread); another client's echoes are answered meanwhile. Latencies are printed,
+    not asserted (the machine is shared); liveness is."""
+    with run_server(echo_app) as server:
+        flooder = RawClient(server)
+        stop = threading.Event()
+
+        def drain():
+            flooder.sock.settimeout(0.5)
+            while not stop.is_set():
+                try:
+                    if not flooder.sock.recv(1 << 20):
+                        return
+                except OSError:
+                    continue
+
+        def flood():
+            data = (build_frame(9, b"", mask=MASK) + build_frame(2, b"a", mask=MASK)) * 8192
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not stop.is_set():
+                flooder.sock.sendall(data)
+
+        threads = [threading.Thread(target=drain, daemon=True), threading.Thread(target=flood, daemon=True)]
+        for thread in threads:
+            thread.start()
+        latencies = []
+        with connect(server.ws_url, open_timeout=TIMEOUT) as ws:
+            while threads[1].is_alive():
+                started = time.monotonic()
+                ws.send(b"side")
+                assert ws.recv(TIMEOUT) == b"side"
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.01)
+        stop.set()
+        flooder.close()
+        latencies.sort()
+        print(f"\nside echoes during the flood: {len(latencies)}, p50 {latencies[len(latencies) // 2] * 1e3:.1f} ms, "
+              f"max {latencies[-1] * 1e3:.1f} ms")  # fmt: skip
+        assert len(latencies) >= 10
