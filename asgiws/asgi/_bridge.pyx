@@ -21,8 +21,10 @@ as bits in `paused_for` and applied in one place, `_update_reading()`:
 
 - _PAUSED_QUEUE: the messages the app has not received (payload + _MESSAGE_OVERHEAD each) are
   over `read_high_water`, until they are under `read_low_water`;
-- _PAUSED_WRITE: the transport's write buffer is over its high-water mark (the peer does not
-  read what we send it: PONGs, Close replies, echoes), until it drains;
+- _PAUSED_WRITE: PONGs (or a Close reply) were written while the transport's write buffer is
+  over its high-water mark: the peer does not read what its own frames make us send, so we stop
+  reading them, until the buffer drains. (The app's own sends are paced by `await send()`
+  instead: pausing reading for them would only serialise an echo's receiving and sending.)
 - _PAUSED_TURN: this connection has had its share of the loop turn (_TURN_BUDGET, counting
   bytes and a cost per frame and per event handled in Python), until the next turn: a flood on
   one socket costs the others one budget's worth of work per turn, not a whole backlog.
@@ -77,10 +79,11 @@ cdef enum:
     _MESSAGE_OVERHEAD = 64
     # The receive work one connection may do per loop turn, in bytes read, plus _FRAME_COST per
     # frame parsed (C) and _EVENT_COST per frame or event handled in Python (control frames,
-    # compressed fragments): about a millisecond of work.
-    _TURN_BUDGET = 1024 * 1024
+    # compressed fragments): a few milliseconds of work at most (4 MiB of payload, ~40k small
+    # messages, or 1024 Pings).
+    _TURN_BUDGET = 4 * 1024 * 1024
     _FRAME_COST = 64
-    _EVENT_COST = 1024
+    _EVENT_COST = 4096
     # Items (messages, frames) one codec feed returns at most; the rest wait in the buffer.
     _MAX_ITEMS = 1024
 
@@ -336,6 +339,8 @@ cdef class WebSocketBridge:
         if conn.outgoing:
             for frame in conn.data_to_send():
                 self._write_frame(frame)
+            if self.write_paused and not (self.paused_for & _PAUSED_WRITE):
+                self._set_paused(_PAUSED_WRITE, True)
         if conn.failure is not None and not self.failure_pending:
             self._fail_after_queue()
         self._after_queue()
@@ -539,16 +544,16 @@ cdef class WebSocketBridge:
     # -- asyncio.BaseProtocol: transport backpressure ------------------------------------------
 
     def pause_writing(self):
-        """The peer is not reading what we send: stop reading what it sends (its Pings would
-        only queue more PONGs), and watch for a stall (the subclass's _write_stall_started)."""
+        """The peer is not reading what we send: `await send()` waits (_drain), PONGs stop
+        reading (_deliver), and the subclass watches for a stall (_write_stall_started)."""
         self.write_paused = True
-        self._set_paused(_PAUSED_WRITE, True)
         self._write_stall_started()
 
     def resume_writing(self):
         self.write_paused = False
         self._write_stall_ended()
-        self._set_paused(_PAUSED_WRITE, False)
+        if self.paused_for & _PAUSED_WRITE:
+            self._set_paused(_PAUSED_WRITE, False)
         self._release_drain_waiters(None)
 
     def _write_stall_started(self):
