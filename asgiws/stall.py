@@ -62,9 +62,9 @@ class WriteStallWatch:
             self.timer = None
 
     def _check(self) -> None:
+        # Also once the transport is closing: close() waits for the buffer to drain, so a peer
+        # that never reads the last response would hold the connection forever.
         self.timer = None
-        if self.transport.is_closing():
-            return
         unsent = unsent_bytes(self.transport)
         if unsent and unsent >= self.unsent:
             self.on_stall(unsent)

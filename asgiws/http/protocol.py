@@ -1,6 +1,6 @@
 """HTTP/1.1 (RFC 9112) for the ASGI `http` scope (asgiref www spec 2.5), over httptools (llhttp).
 
-One `HttpProtocol` per TCP connection, one `RequestCycle` per request on it.
+One `HttpProtocol` per TCP connection, one `RequestCycle` (`asgiws.http.cycle`) per request on it.
 
 A connection serves requests one at a time, in order:
 
@@ -9,15 +9,26 @@ A connection serves requests one at a time, in order:
      └──▶ close           └──▶ close / 400 / 431        └─ more requests already parsed? ──────┘
                                                            start the next one (pipelining)
 
-- Pipelining (RFC 9112 §9.3.2): httptools parses everything in a read, so several requests can
-  arrive at once. Requests whose heads are parsed while another is in flight wait in
-  `_pipeline`, and reading pauses until they have run: responses go out in request order, and a
-  client can queue at most one read's worth of requests.
+- Parsing is bounded work: a read is fed to httptools in slices of FEED_SLICE bytes (a read no
+  larger, the common case, in one call), and parsing stops between slices when a bound is hit;
+  the rest of the read waits unparsed in `_unparsed`, reading from the socket pauses, and parsing
+  resumes from that buffer before the socket is read again. A connection parses at most
+  PARSE_BUDGET bytes per loop turn, then yields (call_soon), so one flooding peer costs the
+  others little.
+- Pipelining (RFC 9112 §9.3.2): requests whose heads are parsed while another is in flight wait
+  in `_pipeline`, and reading pauses until they have run: responses go out in request order.
+  Parsing ahead stops once the pipeline holds PIPELINE_HIGH_WATER bytes (see there).
 - Request bodies are buffered per request until the app calls `receive()`; past
-  REQUEST_BODY_HIGH_WATER reading pauses, so a slow app slows the client instead of growing
-  memory.
+  REQUEST_BODY_HIGH_WATER (each chunk counted with its overhead) parsing and reading pause, so a
+  slow app slows the client instead of growing memory.
 - `await send()` returns once the bytes are handed to the transport and the transport's write
-  buffer is under its high-water mark (`pause_writing` / `resume_writing`).
+  buffer is under its high-water mark (`pause_writing` / `resume_writing`). While it is above,
+  nothing more is read or parsed, and the next pipelined request waits: a client that does not
+  read its responses stops being read. A peer that reads nothing for --timeout-write-stall
+  while bytes wait for it is dropped (the app sees a disconnect).
+- Framing (RFC 9112 §3.2, §6): an HTTP/1.1 request without Host, or any with two, is a 400; a
+  Transfer-Encoding whose final coding is not chunked is a 400, and one with another coding
+  before chunked a 501 (no transfer coding but chunked is implemented).
 - A WebSocket handshake (`Upgrade: websocket`) is not given to the http app: the transport is
   handed to `asgiws.asgi.websocket.WebSocketProtocol` with the scope built here and the bytes
   that followed the head, at the offset httptools reported; nothing is parsed twice. That layer
@@ -37,19 +48,17 @@ info/debug, never as an error with a traceback: it is not the server's fault.
 from __future__ import annotations
 
 import asyncio
-import enum
-import http
 import logging
-import re
 import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import httptools
 
-from asgiws.asgi import ClientDisconnected, UnexpectedMessage
 from asgiws.headers import SERVER_HEADER, date_header
+from asgiws.http.cycle import COMPLETE, HEAD_PENDING, STATUS_LINES, WAITING_START, RequestCycle, service_unavailable
 from asgiws.http.proxy import apply_proxy_headers, parse_trusted
+from asgiws.stall import WriteStallWatch
 
 if TYPE_CHECKING:
     from asgiws.config import Config
@@ -58,11 +67,35 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
 
-# Request body bytes buffered for the app before reading pauses (the app is not calling receive).
+# Request body bytes buffered for the app before parsing and reading pause (the app is not calling
+# receive). Each chunk httptools hands over counts BODY_CHUNK_OVERHEAD besides its length: its
+# bytes object's header (33 B, rounded up by the allocator) and its list slot, so a body sent as
+# 1-byte chunks pauses after ~1,000 of them (~64 KiB of memory), not 65,536. A slice parsed past
+# the mark is kept: at most 64 KiB + one slice (FEED_SLICE + PARSE_BUDGET) is held.
 REQUEST_BODY_HIGH_WATER = 65536
+BODY_CHUNK_OVERHEAD = 64
 
-# Bodies smaller than this are joined with their head / chunk framing into one write.
-JOIN_LIMIT = 65536
+# A read is parsed FEED_SLICE bytes at a time (a read no larger than that, the common case, in one
+# call), and between slices parsing stops if a bound below is hit, keeping the rest unparsed. The
+# bounds are checked between slices because httptools cannot stop inside one: what one slice
+# holds is the overshoot (4 KiB of minimal 24-byte requests is ~170 of them, ~220 KiB parsed).
+# A request body of known length is fed in one slice (up to PARSE_BUDGET), not sliced.
+FEED_SLICE = 4096
+
+# Bytes one connection parses per loop turn; past it, it yields and resumes on the next turn
+# (call_soon), so a peer flooding one socket delays the others by about this much work.
+PARSE_BUDGET = 65536
+
+# Requests parsed ahead while another is in flight (pipelined) wait in `_pipeline`; parsing stops
+# once they hold PIPELINE_HIGH_WATER bytes, counted as: PIPELINED_REQUEST_OVERHEAD each (its
+# RequestCycle, scope dict and deque slot: ~1,260 B measured with tracemalloc), its head bytes,
+# HEADER_OVERHEAD per header (the tuple and two bytes objects' headers: ~120 B), and its body as
+# REQUEST_BODY_HIGH_WATER counts it. 16 KiB is ~12 minimal requests, or one with a 14 KiB head;
+# with the slice that crosses the mark, a connection holds at most ~240 KiB of parsed requests.
+# Parsing resumes once the pipeline is empty.
+PIPELINE_HIGH_WATER = 16384
+PIPELINED_REQUEST_OVERHEAD = 1280
+HEADER_OVERHEAD = 128
 
 # After an error response, how long to keep draining what the client still sends before closing.
 LINGER_TIMEOUT = 2.0
@@ -70,44 +103,8 @@ LINGER_TIMEOUT = 2.0
 # On shutdown, how long a connection that has not sent its first request yet may still send it.
 FIRST_REQUEST_GRACE = 1.0
 
-def _status_line(status: int) -> bytes:
-    try:
-        phrase = http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        phrase = b""
-    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
-
-
-STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
-
-# RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in a field value): a header the
-# app sends must not be able to split the response.
-INVALID_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-INVALID_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-# Response fields the server acts on (lower-cased).
-SERVER_HANDLED_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
-
-# An app's response header (name, value) → (its head line, its lower-cased name if the server acts
-# on it, else None). Apps send the same fields in every response; this saves validating and
-# formatting them each time. Bounded: cleared when full; long values are not kept.
-HEADER_CACHE_SIZE = 512
-HEADER_CACHE_MAX_VALUE = 256
-_header_lines: Dict[Tuple[bytes, bytes], Tuple[bytes, Optional[bytes]]] = {}
-
-
-def _header_line(name: bytes, value: bytes) -> Tuple[bytes, Optional[bytes]]:
-    """Validate a response header from the app and format its line (see _header_lines)."""
-    if INVALID_HEADER_NAME.search(name) or INVALID_HEADER_VALUE.search(value):
-        raise RuntimeError(f"Invalid HTTP response header {name!r}: {value!r}.")
-    lowered = name.lower()
-    entry = (b"%s: %s\r\n" % (name, value), lowered if lowered in SERVER_HANDLED_FIELDS else None)
-    if len(value) <= HEADER_CACHE_MAX_VALUE and type(name) is bytes and type(value) is bytes:
-        if len(_header_lines) >= HEADER_CACHE_SIZE:
-            _header_lines.clear()
-        _header_lines[name, value] = entry
-    return entry
-
+# Request fields the server acts on (lower-cased), tested with one set lookup per header.
+HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
 
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
 _DETACHED = asyncio.Protocol()
@@ -125,260 +122,6 @@ class _Reject(Exception):
 class _HandOff(Exception):
     """Raised from on_message_complete to stop httptools after a WebSocket handshake it did not
     treat as an upgrade (no `Connection: upgrade`)."""
-
-
-class ResponsePhase(enum.Enum):
-    WAITING_START = "waiting for http.response.start"
-    HEAD_PENDING = "head pending"  # start received; the head is written with the first body, so
-    #                                until then an app error can still become a 500
-    STREAMING = "streaming"  # head written; more body to come
-    COMPLETE = "complete"  # last body written; later messages are ignored (ASGI spec)
-
-
-class Framing(enum.Enum):
-    """How the response body is delimited (RFC 9112 §6)."""
-
-    NONE = "none"  # HEAD, 1xx, 204, 304: no body on the wire
-    LENGTH = "content-length"
-    CHUNKED = "chunked"
-    CLOSE = "close-delimited"  # HTTP/1.0 without Content-Length: the end of the body is the close
-
-
-# Looking up an enum member (`ResponsePhase.COMPLETE`) runs Python code in CPython 3.11, about
-# 0.1 µs each, and a request does a score of them: the per-request code uses these names instead.
-WAITING_START, HEAD_PENDING, STREAMING, COMPLETE = ResponsePhase
-NO_BODY, LENGTH, CHUNKED, CLOSE_DELIMITED = Framing
-
-
-class RequestCycle:
-    """One request and its response: the `receive` / `send` pair an app call gets.
-
-    Built once per request: attributes that start the same for every request are class-level
-    defaults, set on the instance only when they change; the event `receive()` waits on is made
-    only if it has to wait.
-    """
-
-    # Request body, as httptools handed it over; joined only when the app takes it.
-    disconnected = False
-    request_complete = False
-    body_buffered = 0
-    _final_body_delivered = False
-    _message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
-
-    # Response
-    phase = WAITING_START
-    status = 0
-    _header_lines: List[bytes] = []  # replaced, never mutated
-    _content_length: Optional[int] = None
-    _has_server = _has_date = _sent_connection_close = False
-    _framing = NO_BODY
-    _remaining = 0  # LENGTH: body bytes still owed
-
-    def __init__(self, conn: HttpProtocol, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
-        self.conn = conn
-        self.transport = conn.transport
-        self.scope = scope
-        self.keep_alive = keep_alive  # False: close the connection after this response
-        self.expect_100_continue = expect_100_continue  # client waits for "100 Continue" before the body
-        self.body_chunks: List[bytes] = []
-
-    def wake(self) -> None:
-        """Something receive() may be waiting for happened: body arrived, request complete,
-        response complete, or disconnect."""
-        if self._message_event is not None:
-            self._message_event.set()
-
-    # -- the app call ------------------------------------------------------------------------
-
-    async def run_asgi(self, app: Callable) -> None:
-        try:
-            result = await app(self.scope, self.receive, self.send)
-        except ClientDisconnected:
-            # Raised by our own send() after the client went away (ASGI www 2.4): not an app error.
-            logger.debug("Client disconnected while the app was sending.")
-        except asyncio.CancelledError:
-            # Graceful shutdown ran out of time: drop the connection with the task.
-            self.conn.close_transport()
-            raise
-        except Exception as exc:
-            logger.error("Exception in ASGI application", exc_info=exc)
-            self._answer_app_failure()
-        else:
-            if result is not None:
-                logger.error("ASGI callable returned %r; it must return None.", result)
-            if self.phase is not COMPLETE and not self.disconnected:
-                what = "starting" if self.phase is WAITING_START else "completing"
-                logger.error("ASGI callable returned without %s the response.", what)
-                self._answer_app_failure()
-
-    def _answer_app_failure(self) -> None:
-        if self.disconnected or self.phase is COMPLETE:
-            return
-        if self.phase in (WAITING_START, HEAD_PENDING):
-            # Nothing on the wire yet: the client can still get a proper answer.
-            self.phase = COMPLETE
-            self.wake()
-            if self.conn.access_log:
-                self.conn.log_access(self.scope, 500)
-            self.conn.write_error_response(500, "Internal Server Error")
-        else:
-            # Part of the response is out: closing is the only honest signal left.
-            self.conn.close_transport()
-
-    # -- receive -----------------------------------------------------------------------------
-
-    async def receive(self) -> Dict[str, Any]:
-        if self.expect_100_continue:
-            # RFC 9110 §10.1.1: the client holds the body back until told to send it; the app
-            # asking for the body is the sign that it wants it.
-            self.expect_100_continue = False
-            if self.phase is WAITING_START and not self.disconnected and not self.request_complete:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-        while True:
-            if self.disconnected or self.phase is COMPLETE:
-                return {"type": "http.disconnect"}
-            if not self._final_body_delivered and (self.body_chunks or self.request_complete):
-                chunks = self.body_chunks
-                # Copies: none when one chunk waited (the common case), else one join.
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self.body_chunks = []
-                self.body_buffered = 0
-                more_body = not self.request_complete
-                self._final_body_delivered = not more_body
-                if self.conn._reading_paused:
-                    self.conn.body_consumed()
-                return {"type": "http.request", "body": body, "more_body": more_body}
-            if self._message_event is None:
-                self._message_event = asyncio.Event()
-            self._message_event.clear()
-            await self._message_event.wait()
-
-    # -- send --------------------------------------------------------------------------------
-
-    async def send(self, message: Dict[str, Any]) -> None:
-        message_type = message["type"]
-        phase = self.phase
-        if self.disconnected or (phase is not COMPLETE and self.transport.is_closing()):
-            raise ClientDisconnected("the HTTP connection is closed")
-        if phase is WAITING_START and message_type == "http.response.start":
-            self._start(message)
-        elif message_type == "http.response.body" and phase in (HEAD_PENDING, STREAMING):
-            self._write_body(message.get("body", b""), message.get("more_body", False))
-            if self.conn.write_paused:
-                await self.conn.drain()
-        elif phase is COMPLETE:
-            return  # "any further messages on the channel will be ignored"
-        else:
-            raise UnexpectedMessage(phase, message_type)
-
-    def _start(self, message: Dict[str, Any]) -> None:
-        status = message["status"]
-        if not isinstance(status, int) or not 100 <= status <= 599:
-            raise RuntimeError(f"Invalid HTTP status {status!r}.")
-        lines = []
-        for name, value in message.get("headers", ()):
-            try:
-                line, lowered = _header_lines[name, value]
-            except (KeyError, TypeError):  # not seen lately, or not hashable (bytearray)
-                line, lowered = _header_line(name, value)
-            if lowered is None:
-                pass  # the common case: a field the server passes on as it is
-            elif lowered == b"content-length":
-                try:
-                    self._content_length = int(value)
-                except ValueError:
-                    raise RuntimeError(f"Invalid Content-Length {value!r}.") from None
-            elif lowered == b"transfer-encoding":
-                continue  # ASGI: the server frames the body itself and ignores the app's header
-            elif lowered == b"connection":
-                if b"close" in [token.strip().lower() for token in value.split(b",")]:
-                    self.keep_alive = False
-                    self._sent_connection_close = True
-            elif lowered == b"server":
-                self._has_server = True
-            elif lowered == b"date":
-                self._has_date = True
-            lines.append(line)
-        self.status = status
-        self._header_lines = lines
-        self.phase = HEAD_PENDING
-
-    def _head(self, first_body: bytes, more_body: bool) -> List[bytes]:
-        """The status line and header lines, ending with the blank line, now that the first body
-        chunk tells how to frame the body."""
-        status = self.status
-        lines = [STATUS_LINES[status]]
-        if not self._has_date:
-            lines.append(date_header())
-        if not self._has_server:
-            lines.append(SERVER_HEADER)
-        lines += self._header_lines
-        if self.scope["method"] == "HEAD" or status < 200 or status in (204, 304):
-            self._framing = NO_BODY
-        elif self._content_length is not None:
-            self._framing, self._remaining = LENGTH, self._content_length
-        elif not more_body:
-            # The whole body is in hand: say how long it is rather than chunk it.
-            self._framing, self._remaining = LENGTH, len(first_body)
-            lines.append(b"content-length: %d\r\n" % len(first_body))
-        elif self.scope["http_version"] == "1.1":
-            self._framing = CHUNKED
-            lines.append(b"transfer-encoding: chunked\r\n")
-        else:
-            self._framing = CLOSE_DELIMITED
-            self.keep_alive = False
-        if not self.keep_alive and not self._sent_connection_close:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        return lines
-
-    def _write_body(self, body: bytes, more_body: bool) -> None:
-        # Copies: a body under JOIN_LIMIT is joined with the head and its framing once, for one
-        # write (one send()); a larger one is written beside them, not copied (uvloop: writev).
-        head_pending = self.phase is HEAD_PENDING
-        parts = self._head(body, more_body) if head_pending else []
-        framing = self._framing
-        if framing is LENGTH:
-            if len(body) > self._remaining:
-                raise RuntimeError("Response body longer than its Content-Length.")
-            self._remaining -= len(body)
-            parts.append(body)
-        elif framing is CHUNKED:
-            if body:
-                parts += (b"%x\r\n" % len(body), body, b"\r\n")
-            if not more_body:
-                parts.append(b"0\r\n\r\n")
-        elif framing is CLOSE_DELIMITED:
-            parts.append(body)
-        # NO_BODY: a body given for HEAD / 204 / 304 is dropped.
-
-        conn = self.conn
-        if head_pending:
-            self.phase = STREAMING
-            if conn.access_log:
-                conn.log_access(self.scope, self.status)
-        if len(parts) == 1:
-            self.transport.write(parts[0])
-        elif len(body) < JOIN_LIMIT:
-            self.transport.write(b"".join(parts))
-        elif parts:
-            self.transport.writelines(parts)
-        if not more_body:
-            if framing is LENGTH and self._remaining:
-                raise RuntimeError("Response body shorter than its Content-Length.")
-            self.phase = COMPLETE
-            if self._message_event is not None:
-                self._message_event.set()
-            conn.response_complete(self)
-
-
-async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
-    """The app that answers when --limit-concurrency is reached."""
-    body = b"Service Unavailable"
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -405,6 +148,7 @@ class HttpProtocol(asyncio.Protocol):
         self._timeout_keep_alive = config.timeout_keep_alive
         self._tasks = server_state.tasks
         self._limit_max_headers = config.limit_max_headers
+        self._timeout_write_stall = config.timeout_write_stall
 
         # Per connection
         self._server: Optional[Tuple[Any, Optional[int]]] = None
@@ -414,6 +158,12 @@ class HttpProtocol(asyncio.Protocol):
         self._active: Optional[RequestCycle] = None  # the request whose app runs / response is in flight
         self._parsing: Optional[RequestCycle] = None  # the request whose body is still arriving
         self._pipeline: Deque[Tuple[RequestCycle, Callable]] = deque()  # parsed, waiting for _active
+        self._pipeline_bytes = 0  # their queued_bytes; bound: PIPELINE_HIGH_WATER (+ one slice)
+        # Read but not parsed yet: the rest of one read (a view of it, so at most one read, 256 KiB
+        # with uvloop) while a bound stops parsing or the budget has run out; reading is paused
+        # while it holds anything.
+        self._unparsed: Optional[memoryview] = None
+        self._parse_handle: Optional[asyncio.Handle] = None  # _parse scheduled for a later turn
         self._stopped = False  # no more parsing: an error or an upgrade ends HTTP on this connection
         self._deferred_upgrade: Optional[Tuple[Dict[str, Any], bytes]] = None
         self._deferred_error: Optional[Tuple[int, str]] = None
@@ -427,9 +177,10 @@ class HttpProtocol(asyncio.Protocol):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_when = 0.0
         self._linger_timer: Optional[asyncio.TimerHandle] = None
-        self._reading_paused = False
+        self.reading_paused = False
         self.write_paused = False
         self._writable: Optional[asyncio.Event] = None
+        self._stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
 
         # Per request head, while it is parsed
         self._head_in_progress = False
@@ -444,6 +195,12 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrade_header: Optional[bytes] = None
         self._proxy_headers_seen = False  # X-Forwarded-* or Forwarded from a trusted peer
         self._upgrade_scope: Optional[Dict[str, Any]] = None
+        self._host_count = 0
+        self._transfer_encoding: Optional[bytes] = None  # the field lines joined with ","
+        self._content_length: Optional[bytes] = None
+        # Body bytes still to come by Content-Length, so a body is fed in one slice; only slice
+        # sizes depend on it, and it is 0 outside a body of known length.
+        self._body_remaining = 0
 
     def _new_parser(self) -> httptools.HttpRequestParser:
         parser = httptools.HttpRequestParser(self)
@@ -472,11 +229,17 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server_state.connections.discard(self)
         self._cancel_timers()
+        if self._stall_watch is not None:
+            self._stall_watch.stop()
+        if self._parse_handle is not None:
+            self._parse_handle.cancel()
+            self._parse_handle = None
+        self._unparsed = None
         for cycle in (self._active, self._parsing):
             if cycle is not None:
                 cycle.disconnected = True
                 cycle.wake()
-        self._pipeline.clear()
+        self._drop_pipeline()
         self._deferred_upgrade = None
         if self._writable is not None:
             self._writable.set()  # wake senders; their next send() raises ClientDisconnected
@@ -494,13 +257,76 @@ class HttpProtocol(asyncio.Protocol):
                 self._deferred_upgrade = (scope, leftover + data)
             return
         self._idle_deadline = None
+        if self._unparsed is None and not self.reading_paused and len(data) <= FEED_SLICE:
+            self._feed(data, FEED_SLICE)  # the common case: one call, no slicing, nothing kept
+            if self._unparsed is None:
+                return
+        elif self._unparsed is None:
+            self._unparsed = memoryview(data)
+        else:
+            # Read although reading was paused (a transport may deliver what it already had):
+            # kept behind what waits, never parsed past a bound.
+            self._unparsed = memoryview(bytes(self._unparsed) + data)
+        self._parse()
+
+    def _parse(self) -> None:
+        """Feed `_unparsed` to httptools a slice at a time, until it runs out, a bound stops
+        parsing (`_update_reading` schedules this again once the bound clears), or this loop
+        turn's PARSE_BUDGET is spent (then again on the next turn). Reading stays paused while
+        anything is left."""
+        if self._parse_handle is not None:
+            self._parse_handle.cancel()  # called directly, or by this handle: once is enough
+            self._parse_handle = None
+        budget = PARSE_BUDGET
+        while self._unparsed is not None:
+            if self._stopped or self.transport.is_closing():
+                self._unparsed = None
+                return
+            if self._parse_blocked():
+                break
+            if budget <= 0:  # yield the loop to the other connections
+                if self._parse_handle is None:
+                    self._parse_handle = self.loop.call_soon(self._parse)
+                break
+            size = FEED_SLICE
+            if self._body_remaining > 0 and self._parsing is not None:
+                size += min(self._body_remaining, budget)  # a body of known length: in one piece
+            budget -= size
+            self._feed(self._unparsed, size)
+        self._update_reading()
+
+    def _parse_blocked(self) -> bool:
+        """A bound stops parsing: the client is not reading its responses, requests parsed ahead
+        fill the pipeline, or the body waiting for the app is over its mark."""
+        parsing = self._parsing
+        return (
+            self.write_paused
+            or self._pipeline_bytes >= PIPELINE_HIGH_WATER
+            or (parsing is not None and parsing.body_buffered > REQUEST_BODY_HIGH_WATER)
+        )
+
+    def _feed(self, data: Any, size: int) -> None:
+        """Parse data[:size] (bytes or a memoryview); what follows it is left in `_unparsed`.
+
+        Copies: none (a memoryview slice); httptools copies each URL, header and body span into
+        the bytes objects the callbacks get."""
+        if len(data) > size:
+            chunk = data[:size]
+            self._unparsed = data[size:]
+        else:
+            chunk = data
+            self._unparsed = None
         self._feed_count += 1
         between_messages = not self._head_in_progress and self._parsing is None
         messages_before = self._messages_begun
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as upgrade:
-            self._on_parser_upgrade(data, upgrade.args[0])
+            # httptools stopped at the end of a head that asks for a protocol switch; the offset
+            # is into this chunk, so what follows the head is the rest of `data`.
+            rest = memoryview(data)[upgrade.args[0]:]
+            self._unparsed = rest if len(rest) else None
+            self._on_parser_upgrade()
             return
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -508,7 +334,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(cause.status, cause.reason)
             elif isinstance(cause, _HandOff):
                 # An invalid handshake (no `Connection: upgrade`): it gets an error answer and
-                # the connection closes, so the bytes after it in this read do not matter.
+                # the connection closes, so the bytes after it do not matter.
+                self._unparsed = None
                 self._upgrade_to_websocket(b"")
             else:  # a bug in a callback below, not the client's fault
                 logger.error("Error while handling an HTTP request", exc_info=cause or exc)
@@ -519,21 +346,21 @@ class HttpProtocol(asyncio.Protocol):
             return
 
         if self._head_in_progress and not self._stopped:
-            # The head is still incomplete after this read, and httptools buffers a header field
-            # it has not finished, unseen by on_header. Bound that by counting bytes read: a read
-            # after the one where the head began is all head; so is that first read when it began
-            # between messages and started no other. Otherwise (it also carried the end of an
-            # earlier request) count what the callbacks saw, short by at most that one read.
+            # The head is still incomplete after this slice, and httptools buffers a header
+            # field it has not finished, unseen by on_header. Bound that by counting bytes fed: a
+            # slice after the one where the head began is all head; so is that first slice when
+            # it began between messages and started no other. Otherwise (it also carried the end
+            # of an earlier request) count what the callbacks saw, short by at most that slice.
             if self._head_feed != self._feed_count:
-                self._head_received += len(data)
+                self._head_received += len(chunk)
             elif between_messages and self._messages_begun - messages_before == 1:
-                self._head_received = len(data)
+                self._head_received = len(chunk)
             else:
                 self._head_received = self._head_size
             if self._head_received > self._limit_max_head:
                 self._reject(431, "Request head too large")
             elif self._header_deadline is None and self._active is None:
-                # A head began in this read and is not complete: timeout_header runs from now
+                # A head began in this slice and is not complete: timeout_header runs from now
                 # (the loop's clock is the same as in on_message_begin). Most heads arrive in one
                 # read, so this is not done per request.
                 self._arm_header_timer()
@@ -543,16 +370,42 @@ class HttpProtocol(asyncio.Protocol):
         if self._writable is None:
             self._writable = asyncio.Event()
         self._writable.clear()
+        self._watch_write_stall()
+        if not self.reading_paused:
+            self._update_reading()  # a client that does not read its responses is not read
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._stall_watch is not None and not self.transport.is_closing():
+            self._stall_watch.stop()  # (closing, what is left is still watched: close_transport)
         if self._writable is not None:
             self._writable.set()
+        if self._active is None:
+            self._advance()  # the next pipelined request waited for this response to drain
+        elif self.reading_paused:
+            self._update_reading()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is under its high-water mark (or the connection is gone)."""
         if self.write_paused and self._writable is not None:
             await self._writable.wait()
+
+    def _watch_write_stall(self) -> None:
+        if self._timeout_write_stall is not None:
+            if self._stall_watch is None:
+                self._stall_watch = WriteStallWatch(
+                    self.loop, self.transport, self._timeout_write_stall, self._write_stalled
+                )
+            self._stall_watch.start()
+
+    def _write_stalled(self, unsent: int) -> None:
+        """The peer read nothing for timeout_write_stall while bytes waited for it (the
+        WriteStallWatch armed in pause_writing): drop it. Reading from it stopped when its
+        responses backed up, so no other timeout can tell it is gone."""
+        logger.info("%s: the client read nothing for %ss (%d bytes unsent); dropping the connection.",
+                    _client_text(self._client), self._timeout_write_stall, unsent)  # fmt: skip
+        self._cancel_timers()
+        self.transport.abort()  # close() would wait for the buffer to drain, which it will not
 
     # -- parsing -----------------------------------------------------------------------------
 
@@ -568,6 +421,9 @@ class HttpProtocol(asyncio.Protocol):
         self._expect_100_continue = False
         self._upgrade_header = None
         self._proxy_headers_seen = False
+        self._host_count = 0
+        self._transfer_encoding = self._content_length = None
+        self._body_remaining = 0
         self._idle_deadline = None  # also when in the same read as the previous request's end
 
     def on_url(self, url: bytes) -> None:
@@ -588,10 +444,19 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(431, "Request head too large")
         if len(self._headers) > self._limit_max_headers:
             raise _Reject(431, "Too many request headers")
-        if name == b"expect" and value.lower() == b"100-continue":
-            self._expect_100_continue = True
-        elif name == b"upgrade":
-            self._upgrade_header = value
+        if name in HEAD_FIELDS:  # one set lookup for the common header, not a comparison each
+            if name == b"host":
+                self._host_count += 1
+            elif name == b"content-length":
+                self._content_length = value
+            elif name == b"transfer-encoding":
+                te = self._transfer_encoding
+                self._transfer_encoding = value if te is None else te + b"," + value
+            elif name == b"expect":
+                if value.lower() == b"100-continue":
+                    self._expect_100_continue = True
+            else:  # upgrade
+                self._upgrade_header = value
         elif self._from_proxy and (name == b"forwarded" or name.startswith(b"x-forwarded-")):
             self._proxy_headers_seen = True
 
@@ -603,6 +468,17 @@ class HttpProtocol(asyncio.Protocol):
 
         parser = self.parser
         http_version = parser.get_http_version()
+        # RFC 9112 §3.2: a Host in every HTTP/1.1 request, never two; checked before anything
+        # uses the request (a WebSocket handshake included).
+        if self._host_count != 1 and (self._host_count or http_version == "1.1"):
+            raise _Reject(400, "More than one Host header" if self._host_count else "Missing Host header")
+        if self._transfer_encoding is not None:
+            _check_transfer_encoding(self._transfer_encoding)
+        elif self._content_length is not None:
+            try:
+                self._body_remaining = int(self._content_length)  # llhttp checked it is digits
+            except ValueError:
+                pass
         method = parser.get_method().decode("ascii")
         scope = self._scope(method, http_version)
 
@@ -625,18 +501,30 @@ class HttpProtocol(asyncio.Protocol):
 
         app = service_unavailable if self._limit_concurrency is not None and self._over_concurrency_limit() else self.app
 
-        if self._active is None:
+        if self._active is None and not self._pipeline and not self.write_paused:
             self._start_cycle(cycle, app)
         else:
+            # Parsed ahead: it waits its turn (or for the previous response to drain), counted
+            # against PIPELINE_HIGH_WATER until it starts.
+            cycle.queued_bytes = (
+                PIPELINED_REQUEST_OVERHEAD + self._head_size + HEADER_OVERHEAD * len(self._headers)
+            )
+            self._pipeline_bytes += cycle.queued_bytes
             self._pipeline.append((cycle, app))
-            self._update_reading()
+            if not self.reading_paused:
+                self._update_reading()
 
     def on_body(self, body: bytes) -> None:
+        self._body_remaining -= len(body)
         cycle = self._parsing
         if cycle is None or cycle.phase is COMPLETE or cycle.disconnected:
             return  # nobody will read it: the response is done, or this is an upgrade request
         cycle.body_chunks.append(body)
-        cycle.body_buffered += len(body)
+        size = len(body) + BODY_CHUNK_OVERHEAD
+        cycle.body_buffered += size
+        if cycle.queued_bytes:  # pipelined: its body counts against the pipeline's bound too
+            cycle.queued_bytes += size
+            self._pipeline_bytes += size
         cycle.wake()
         if cycle.body_buffered > REQUEST_BODY_HIGH_WATER:
             self._update_reading()
@@ -644,10 +532,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._priming:
             return
+        self._body_remaining = 0
         cycle = self._parsing
         if cycle is None:  # a WebSocket handshake: no http cycle
             if self._upgrade_scope is not None and not self.parser.should_upgrade():
-                raise _HandOff()  # stops the parser; see data_received
+                raise _HandOff()  # stops the parser; see _feed
             return
         if self._ignored_upgrade is not None and self._ignored_upgrade[0] is cycle and self._ignored_upgrade[1]:
             return  # llhttp skipped this body (it expected a protocol switch); parsed after the upgrade
@@ -657,21 +546,24 @@ class HttpProtocol(asyncio.Protocol):
         if self._active is None:
             self._advance()  # the response went out before the body finished arriving
 
-    def _on_parser_upgrade(self, data: bytes, offset: int) -> None:
-        """httptools stopped at the end of a head that asks for a protocol switch."""
-        leftover = data[offset:]  # copy: the bytes after the head, usually none
+    def _on_parser_upgrade(self) -> None:
+        """httptools stopped at the end of a head that asks for a protocol switch; what followed
+        the head is in `_unparsed`."""
         if self._upgrade_scope is not None:
+            leftover = bytes(self._unparsed) if self._unparsed is not None else b""  # copy: usually empty
+            self._unparsed = None
             self._upgrade_to_websocket(leftover)
             return
 
-        # Not a WebSocket upgrade: the request is being served as plain HTTP, Upgrade ignored.
+        # Not a WebSocket upgrade: the request is being served as plain HTTP, Upgrade ignored,
+        # and parsing carries on with `_unparsed`.
         if self._ignored_upgrade is None:  # pragma: no cover - llhttp reports upgrades at headers complete
-            self.data_received(leftover)
             return
         cycle, body_framing = self._ignored_upgrade
         self._ignored_upgrade = None
         if cycle.scope["method"] == "CONNECT":
             self._stopped = True  # what follows is tunnel data; the connection closes after the response
+            self._unparsed = None
             return
         if body_framing is not None:
             # llhttp skipped the body, as it does before a protocol switch, but the body is HTTP
@@ -683,16 +575,15 @@ class HttpProtocol(asyncio.Protocol):
                 self.parser.feed_data(b"POST / HTTP/1.1\r\n" + body_framing + b"\r\n\r\n")
             finally:
                 self._priming = False
-        if leftover:
-            self.data_received(leftover)
 
     def _upgrade_to_websocket(self, leftover: bytes) -> None:
         scope, self._upgrade_scope = self._upgrade_scope, None
         self._stopped = True
-        if self._active is None and not self._pipeline:
+        if self._active is None and not self._pipeline and not self.write_paused:
             self._hand_off(scope, leftover)  # type: ignore[arg-type]
         else:
-            # Responses go out in order: switch once the requests before this one are answered.
+            # Responses go out in order, and the WebSocket protocol starts with the write buffer
+            # under its mark: switch once the responses before this one are out and drained.
             self._deferred_upgrade = (scope, leftover)  # type: ignore[assignment]
             self._update_reading()
 
@@ -753,48 +644,77 @@ class HttpProtocol(asyncio.Protocol):
             self.close_transport()
 
     def _advance(self) -> None:
-        """Nothing in flight: start the next request, or what the connection is waiting to do."""
-        if self._active is not None or self.transport.is_closing():
+        """Nothing in flight: start the next request, or what the connection is waiting to do.
+        While the write buffer is over its mark, nothing starts: resume_writing calls this again,
+        so a response is complete only once its bytes fit under the mark."""
+        if self._active is not None or self.write_paused or self.transport.is_closing():
             return
         if self._pipeline:
-            self._start_cycle(*self._pipeline.popleft())
+            cycle, app = self._pipeline.popleft()
+            self._pipeline_bytes -= cycle.queued_bytes
+            cycle.queued_bytes = 0
+            self._start_cycle(cycle, app)
         elif self._parsing is not None:
-            # Answered before its body finished arriving: read on and drop the rest, unless the
-            # client is waiting for a "100 Continue" it will now never get.
+            # Answered before its body finished arriving: read on and drop the rest (and what
+            # waited unread), unless the client is waiting for a "100 Continue" it will now never get.
             if self._parsing.expect_100_continue:
                 self._linger()
                 return
+            self._parsing.body_chunks = []
+            self._parsing.body_buffered = 0
         elif self._deferred_upgrade is not None:
             scope, leftover = self._deferred_upgrade
             self._deferred_upgrade = None
             self._hand_off(scope, leftover)
             return
         elif self._deferred_error is not None:
-            self.write_error_response(*self._deferred_error)
+            status, reason = self._deferred_error
+            self._deferred_error = None
+            self.write_error_response(status, reason)
             return
+        elif self._stopped:
+            return  # lingering, or past a CONNECT: nothing more to start
         elif self._head_in_progress:
             self._arm_header_timer()
+        elif self._unparsed is not None:
+            pass  # more requests were read: parsed next (_update_reading schedules it)
         else:
             self._arm_idle_timer(self._timeout_keep_alive)
-            if not self._reading_paused:
+            if not self.reading_paused:
                 return  # idle with reading on: nothing to resume (the common case)
         self._update_reading()
 
+    def _drop_pipeline(self) -> None:
+        """The requests parsed ahead will never run (the connection is ending)."""
+        for cycle, _ in self._pipeline:
+            cycle.queued_bytes = 0
+        self._pipeline.clear()
+        self._pipeline_bytes = 0
+
     def body_consumed(self) -> None:
         """The app took the buffered body: reading may resume."""
-        if self._reading_paused:
+        if self.reading_paused:
             self._update_reading()
 
     def _update_reading(self) -> None:
-        parsing = self._parsing
+        """Read the socket only when nothing waits: no bound hit (_parse_blocked), nothing
+        unparsed, pipelined or deferred. Restart parsing the unparsed bytes, on the next loop turn,
+        once no bound stops it and the pipeline is empty (not at each request leaving it)."""
+        if self._stopped and self._deferred_upgrade is None and self._deferred_error is None:
+            return  # lingering (reading on, to drop what comes), handed off, or past a CONNECT
+        unparsed = self._unparsed is not None
+        blocked = self._parse_blocked()
+        if unparsed and not blocked and not self._pipeline and self._parse_handle is None:
+            self._parse_handle = self.loop.call_soon(self._parse)
         pause = (
-            bool(self._pipeline)
+            blocked
+            or unparsed
+            or bool(self._pipeline)
             or self._deferred_upgrade is not None
             or self._deferred_error is not None
-            or (parsing is not None and parsing.body_buffered > REQUEST_BODY_HIGH_WATER)
         )
-        if pause != self._reading_paused and not self.transport.is_closing():
-            self._reading_paused = pause
+        if pause != self.reading_paused and not self.transport.is_closing():
+            self.reading_paused = pause
             if pause:
                 self.transport.pause_reading()
             else:
@@ -825,6 +745,8 @@ class HttpProtocol(asyncio.Protocol):
             self.write_error_response(500, "WebSocket support is unavailable")
             return
         self._cancel_timers()
+        if self._stall_watch is not None:
+            self._stall_watch.stop()
         ws = WebSocketProtocol(
             config=self.config, server_state=self.server_state, app=self.app, app_state=self.app_state
         )
@@ -835,8 +757,8 @@ class HttpProtocol(asyncio.Protocol):
         transport.set_protocol(_DETACHED)
         transport.set_protocol(ws)
         self.server_state.connections.discard(self)
-        if self._reading_paused:  # the WebSocket protocol starts with reading on
-            self._reading_paused = False
+        if self.reading_paused:  # the WebSocket protocol starts with reading on
+            self.reading_paused = False
             transport.resume_reading()
         ws.upgrade(transport, scope, leftover)
         if self._shutting_down:  # a handshake that arrived during the shutdown grace: refused (503)
@@ -850,12 +772,26 @@ class HttpProtocol(asyncio.Protocol):
         if logger.isEnabledFor(logging.INFO):
             logger.info("%s: %d %s", _client_text(self._client), status, reason)
         self._stopped = True
+        self._unparsed = None
         self._head_in_progress = False
         self._cancel_timers()
-        if self._parsing is not None:
-            # Broken in the middle of a body: no answer can be framed sanely.
-            self.close_transport()
-        elif self._active is None and not self._pipeline:
+        cycle, self._parsing = self._parsing, None
+        if cycle is not None:
+            # Broken in the middle of its body (a chunk size that overflows, ...). Answered with
+            # `status` if nothing of its response is on the wire yet; else closing is the only
+            # honest signal left.
+            if cycle.queued_bytes:  # pipelined, not started: it is the last one; answered in turn
+                self._pipeline.pop()
+                self._pipeline_bytes -= cycle.queued_bytes
+                cycle.queued_bytes = 0
+            elif cycle is self._active and cycle.phase in (WAITING_START, HEAD_PENDING):
+                self._active = None
+                cycle.disconnected = True  # the app's receive() gets http.disconnect, send() raises
+                cycle.wake()
+            else:
+                self.close_transport()
+                return
+        if self._active is None and not self._pipeline:
             self.write_error_response(status, reason)
         else:
             self._deferred_error = (status, reason)
@@ -879,23 +815,29 @@ class HttpProtocol(asyncio.Protocol):
         the kernel answer them with RST, which can destroy the response before the client reads it.
         """
         self._stopped = True  # from here, what arrives is dropped unparsed
-        self._active = self._parsing = self._deferred_upgrade = None
-        self._pipeline.clear()
+        self._active = self._parsing = self._deferred_upgrade = self._unparsed = None
+        self._drop_pipeline()
         transport = self.transport
         if transport.is_closing() or not transport.can_write_eof():
             self.close_transport()
             return
         self._cancel_timers()
         transport.write_eof()
-        if self._reading_paused:
-            self._reading_paused = False
+        if self.reading_paused:
+            self.reading_paused = False
             transport.resume_reading()
         self._linger_timer = self.loop.call_later(LINGER_TIMEOUT, self.close_transport)
 
     def close_transport(self) -> None:
         self._cancel_timers()
-        if not self.transport.is_closing():
-            self.transport.close()
+        self._unparsed = None
+        transport = self.transport
+        if not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                # close() waits for the buffer to drain: a peer that reads none of it must not
+                # hold the connection (and an app awaiting send) forever.
+                self._watch_write_stall()
 
     def log_access(self, scope: Dict[str, Any], status: int) -> None:
         """One access log line; callers check `access_log` first."""
@@ -965,7 +907,7 @@ class HttpProtocol(asyncio.Protocol):
         unanswered (after a request, an idle connection may close: clients retry on those).
         """
         self._shutting_down = True
-        self._pipeline.clear()
+        self._drop_pipeline()
         self._deferred_upgrade = None
         if self._active is not None:
             self._active.keep_alive = False
@@ -995,6 +937,21 @@ def _client_text(client: Optional[Tuple[str, int]]) -> str:
 def _has_token(value: bytes, token: bytes) -> bool:
     """Whether a comma-separated header value lists `token` (case-insensitive)."""
     return any(part.strip().lower() == token for part in value.split(b","))
+
+
+def _check_transfer_encoding(value: bytes) -> None:
+    """RFC 9112 §6.1, §6.3: a request's Transfer-Encoding must end with chunked (else its length
+    cannot be known: 400), apply chunked once (400), and name no coding the server does not
+    implement, which is any other (501). llhttp rejects some of these itself, but only after
+    headers complete, and lets `gzip, chunked` through as if it were plain chunked."""
+    codings = [part.split(b";", 1)[0].strip().lower() for part in value.split(b",")]
+    codings = [coding for coding in codings if coding]  # empty list elements are allowed (RFC 9110 §5.6.1)
+    if not codings or codings[-1] != b"chunked":
+        raise _Reject(400, "Transfer-Encoding does not end with chunked")
+    if len(codings) > 1:
+        if b"chunked" in codings[:-1]:
+            raise _Reject(400, "Transfer-Encoding applies chunked more than once")
+        raise _Reject(501, "Transfer coding %s not implemented" % codings[0].decode("latin-1"))
 
 
 def _body_framing(headers: List[Tuple[bytes, bytes]]) -> Optional[bytes]:

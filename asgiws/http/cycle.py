@@ -1,0 +1,345 @@
+"""One HTTP request and its response: the `receive` / `send` pair an ASGI `http` app call gets
+(asgiref www spec 2.5), and how the response is framed on the wire (RFC 9112 §6).
+
+The connection (`asgiws.http.protocol.HttpProtocol`) parses the request, makes a `RequestCycle`,
+hands it the body as it arrives, and runs the app with it; the cycle writes the response to the
+transport and tells the connection when it is complete. It sees the connection only through
+`Connection`, below, so this module does not import the one that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import http
+import logging
+import re
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+
+from asgiws.asgi import ClientDisconnected, UnexpectedMessage
+from asgiws.headers import SERVER_HEADER, date_header
+
+logger = logging.getLogger("asgiws.error")
+
+# Bodies smaller than this are joined with their head / chunk framing into one write.
+JOIN_LIMIT = 65536
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+
+# RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in a field value): a header the
+# app sends must not be able to split the response.
+INVALID_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+INVALID_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+# Response fields the server acts on (lower-cased).
+SERVER_HANDLED_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
+
+# An app's response header (name, value) → (its head line, its lower-cased name if the server acts
+# on it, else None). Apps send the same fields in every response; this saves validating and
+# formatting them each time. Bounded: cleared when full; long values are not kept.
+HEADER_CACHE_SIZE = 512
+HEADER_CACHE_MAX_VALUE = 256
+_header_lines: Dict[Tuple[bytes, bytes], Tuple[bytes, Optional[bytes]]] = {}
+
+
+def _header_line(name: bytes, value: bytes) -> Tuple[bytes, Optional[bytes]]:
+    """Validate a response header from the app and format its line (see _header_lines)."""
+    if INVALID_HEADER_NAME.search(name) or INVALID_HEADER_VALUE.search(value):
+        raise RuntimeError(f"Invalid HTTP response header {name!r}: {value!r}.")
+    lowered = name.lower()
+    entry = (b"%s: %s\r\n" % (name, value), lowered if lowered in SERVER_HANDLED_FIELDS else None)
+    if len(value) <= HEADER_CACHE_MAX_VALUE and type(name) is bytes and type(value) is bytes:
+        if len(_header_lines) >= HEADER_CACHE_SIZE:
+            _header_lines.clear()
+        _header_lines[name, value] = entry
+    return entry
+
+
+class ResponsePhase(enum.Enum):
+    WAITING_START = "waiting for http.response.start"
+    HEAD_PENDING = "head pending"  # start received; the head is written with the first body, so
+    #                                until then an app error can still become a 500
+    STREAMING = "streaming"  # head written; more body to come
+    COMPLETE = "complete"  # last body written; later messages are ignored (ASGI spec)
+
+
+class Framing(enum.Enum):
+    """How the response body is delimited (RFC 9112 §6)."""
+
+    NONE = "none"  # HEAD, 1xx, 204, 304: no body on the wire
+    LENGTH = "content-length"
+    CHUNKED = "chunked"
+    CLOSE = "close-delimited"  # HTTP/1.0 without Content-Length: the end of the body is the close
+
+
+# Looking up an enum member (`ResponsePhase.COMPLETE`) runs Python code in CPython 3.11, about
+# 0.1 µs each, and a request does a score of them: the per-request code uses these names instead.
+WAITING_START, HEAD_PENDING, STREAMING, COMPLETE = ResponsePhase
+NO_BODY, LENGTH, CHUNKED, CLOSE_DELIMITED = Framing
+
+
+class Connection(Protocol):
+    """What a RequestCycle uses of its connection (HttpProtocol)."""
+
+    transport: asyncio.Transport
+    access_log: bool  # log_access() is called only when it is set
+    reading_paused: bool
+    write_paused: bool
+
+    def body_consumed(self) -> None:
+        """The app took the buffered body: reading may resume."""
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """The last body byte is written."""
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is under its high-water mark."""
+
+    def write_error_response(self, status: int, reason: str) -> None:
+        """Answer with a small error response of the server's own, then close."""
+
+    def close_transport(self) -> None: ...
+
+    def log_access(self, scope: Dict[str, Any], status: int) -> None: ...
+
+
+class RequestCycle:
+    """One request and its response: the `receive` / `send` pair an app call gets.
+
+    Built once per request: attributes that start the same for every request are class-level
+    defaults, set on the instance only when they change; the event `receive()` waits on is made
+    only if it has to wait.
+    """
+
+    # Request body, as httptools handed it over; joined only when the app takes it.
+    disconnected = False
+    request_complete = False
+    # Kept by the connection (asgiws.http.protocol), which bounds them:
+    body_buffered = 0  # body bytes waiting for receive(), each chunk + BODY_CHUNK_OVERHEAD
+    queued_bytes = 0  # while pipelined (not started): what it counts against PIPELINE_HIGH_WATER
+    _final_body_delivered = False
+    _message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
+
+    # Response
+    phase = WAITING_START
+    status = 0
+    _header_lines: List[bytes] = []  # replaced, never mutated
+    _content_length: Optional[int] = None
+    _has_server = _has_date = _sent_connection_close = False
+    _framing = NO_BODY
+    _remaining = 0  # LENGTH: body bytes still owed
+
+    def __init__(self, conn: Connection, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
+        self.conn = conn
+        self.transport = conn.transport
+        self.scope = scope
+        self.keep_alive = keep_alive  # False: close the connection after this response
+        self.expect_100_continue = expect_100_continue  # client waits for "100 Continue" before the body
+        self.body_chunks: List[bytes] = []
+
+    def wake(self) -> None:
+        """Something receive() may be waiting for happened: body arrived, request complete,
+        response complete, or disconnect."""
+        if self._message_event is not None:
+            self._message_event.set()
+
+    # -- the app call ------------------------------------------------------------------------
+
+    async def run_asgi(self, app: Callable) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            # Raised by our own send() after the client went away (ASGI www 2.4): not an app error.
+            logger.debug("Client disconnected while the app was sending.")
+        except asyncio.CancelledError:
+            # Graceful shutdown ran out of time: drop the connection with the task.
+            self.conn.close_transport()
+            raise
+        except Exception as exc:
+            logger.error("Exception in ASGI application", exc_info=exc)
+            self._answer_app_failure()
+        else:
+            if result is not None:
+                logger.error("ASGI callable returned %r; it must return None.", result)
+            if self.phase is not COMPLETE and not self.disconnected:
+                what = "starting" if self.phase is WAITING_START else "completing"
+                logger.error("ASGI callable returned without %s the response.", what)
+                self._answer_app_failure()
+
+    def _answer_app_failure(self) -> None:
+        if self.disconnected or self.phase is COMPLETE:
+            return
+        if self.phase in (WAITING_START, HEAD_PENDING):
+            # Nothing on the wire yet: the client can still get a proper answer.
+            self.phase = COMPLETE
+            self.wake()
+            if self.conn.access_log:
+                self.conn.log_access(self.scope, 500)
+            self.conn.write_error_response(500, "Internal Server Error")
+        else:
+            # Part of the response is out: closing is the only honest signal left.
+            self.conn.close_transport()
+
+    # -- receive -----------------------------------------------------------------------------
+
+    async def receive(self) -> Dict[str, Any]:
+        if self.expect_100_continue:
+            # RFC 9110 §10.1.1: the client holds the body back until told to send it; the app
+            # asking for the body is the sign that it wants it.
+            self.expect_100_continue = False
+            if self.phase is WAITING_START and not self.disconnected and not self.request_complete:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        while True:
+            if self.disconnected or self.phase is COMPLETE:
+                return {"type": "http.disconnect"}
+            if not self._final_body_delivered and (self.body_chunks or self.request_complete):
+                chunks = self.body_chunks
+                # Copies: none when one chunk waited (the common case), else one join.
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.body_chunks = []
+                self.body_buffered = 0
+                more_body = not self.request_complete
+                self._final_body_delivered = not more_body
+                if self.conn.reading_paused:
+                    self.conn.body_consumed()
+                return {"type": "http.request", "body": body, "more_body": more_body}
+            if self._message_event is None:
+                self._message_event = asyncio.Event()
+            self._message_event.clear()
+            await self._message_event.wait()
+
+    # -- send --------------------------------------------------------------------------------
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        message_type = message["type"]
+        phase = self.phase
+        if self.disconnected or (phase is not COMPLETE and self.transport.is_closing()):
+            raise ClientDisconnected("the HTTP connection is closed")
+        if phase is WAITING_START and message_type == "http.response.start":
+            self._start(message)
+        elif message_type == "http.response.body" and phase in (HEAD_PENDING, STREAMING):
+            self._write_body(message.get("body", b""), message.get("more_body", False))
+            if self.conn.write_paused:
+                await self.conn.drain()
+        elif phase is COMPLETE:
+            return  # "any further messages on the channel will be ignored"
+        else:
+            raise UnexpectedMessage(phase, message_type)
+
+    def _start(self, message: Dict[str, Any]) -> None:
+        status = message["status"]
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise RuntimeError(f"Invalid HTTP status {status!r}.")
+        lines = []
+        for name, value in message.get("headers", ()):
+            try:
+                line, lowered = _header_lines[name, value]
+            except (KeyError, TypeError):  # not seen lately, or not hashable (bytearray)
+                line, lowered = _header_line(name, value)
+            if lowered is None:
+                pass  # the common case: a field the server passes on as it is
+            elif lowered == b"content-length":
+                try:
+                    self._content_length = int(value)
+                except ValueError:
+                    raise RuntimeError(f"Invalid Content-Length {value!r}.") from None
+            elif lowered == b"transfer-encoding":
+                continue  # ASGI: the server frames the body itself and ignores the app's header
+            elif lowered == b"connection":
+                if b"close" in [token.strip().lower() for token in value.split(b",")]:
+                    self.keep_alive = False
+                    self._sent_connection_close = True
+            elif lowered == b"server":
+                self._has_server = True
+            elif lowered == b"date":
+                self._has_date = True
+            lines.append(line)
+        self.status = status
+        self._header_lines = lines
+        self.phase = HEAD_PENDING
+
+    def _head(self, first_body: bytes, more_body: bool) -> List[bytes]:
+        """The status line and header lines, ending with the blank line, now that the first body
+        chunk tells how to frame the body."""
+        status = self.status
+        lines = [STATUS_LINES[status]]
+        if not self._has_date:
+            lines.append(date_header())
+        if not self._has_server:
+            lines.append(SERVER_HEADER)
+        lines += self._header_lines
+        if self.scope["method"] == "HEAD" or status < 200 or status in (204, 304):
+            self._framing = NO_BODY
+        elif self._content_length is not None:
+            self._framing, self._remaining = LENGTH, self._content_length
+        elif not more_body:
+            # The whole body is in hand: say how long it is rather than chunk it.
+            self._framing, self._remaining = LENGTH, len(first_body)
+            lines.append(b"content-length: %d\r\n" % len(first_body))
+        elif self.scope["http_version"] == "1.1":
+            self._framing = CHUNKED
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self._framing = CLOSE_DELIMITED
+            self.keep_alive = False
+        if not self.keep_alive and not self._sent_connection_close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return lines
+
+    def _write_body(self, body: bytes, more_body: bool) -> None:
+        # Copies: a body under JOIN_LIMIT is joined with the head and its framing once, for one
+        # write (one send()); a larger one is written beside them, not copied (uvloop: writev).
+        head_pending = self.phase is HEAD_PENDING
+        parts = self._head(body, more_body) if head_pending else []
+        framing = self._framing
+        if framing is LENGTH:
+            if len(body) > self._remaining:
+                raise RuntimeError("Response body longer than its Content-Length.")
+            self._remaining -= len(body)
+            parts.append(body)
+        elif framing is CHUNKED:
+            if body:
+                parts += (b"%x\r\n" % len(body), body, b"\r\n")
+            if not more_body:
+                parts.append(b"0\r\n\r\n")
+        elif framing is CLOSE_DELIMITED:
+            parts.append(body)
+        # NO_BODY: a body given for HEAD / 204 / 304 is dropped.
+
+        conn = self.conn
+        if head_pending:
+            self.phase = STREAMING
+            if conn.access_log:
+                conn.log_access(self.scope, self.status)
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        elif len(body) < JOIN_LIMIT:
+            self.transport.write(b"".join(parts))
+        elif parts:
+            self.transport.writelines(parts)
+        if not more_body:
+            if framing is LENGTH and self._remaining:
+                raise RuntimeError("Response body shorter than its Content-Length.")
+            self.phase = COMPLETE
+            if self._message_event is not None:
+                self._message_event.set()
+            conn.response_complete(self)
+
+
+async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+    """The app that answers when --limit-concurrency is reached."""
+    body = b"Service Unavailable"
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
