@@ -39,6 +39,7 @@ class Server:
     packages: tuple = ()
     apps: tuple = ("echo", "broadcast")
     notes: str = ""
+    repo: object = None  # callable() -> the checkout to run from (default: this one)
 
     def command(self, app: str, port: int, backlog: int) -> list[str]:
         return list(self.argv(APPS.get(app, app), port, backlog))
@@ -81,9 +82,21 @@ def _ceiling(kind):
     return argv
 
 
+def base_dir() -> str:
+    """ASGIWS_BASE_DIR: another checkout of asgiws, with its extension built in place
+    (`python setup.py build_ext --inplace`), for before/after runs in one session."""
+    path = os.environ.get("ASGIWS_BASE_DIR")
+    if not path:
+        raise SystemExit("asgiws-base needs ASGIWS_BASE_DIR: a checkout with its extension built in place")
+    return os.path.abspath(path)
+
+
 SERVERS = {
     "asgiws": Server("asgiws", "asgiws", "asgi", _asgiws, ("asgiws", "uvloop", "httptools"),
                      apps=("echo", "broadcast", "starlette")),
+    "asgiws-base": Server("asgiws-base", "asgiws (base)", "asgi", _asgiws, ("asgiws",),
+                          apps=("echo", "broadcast", "starlette"), repo=base_dir,
+                          notes="the checkout in ASGIWS_BASE_DIR (a before/after pair with asgiws)"),
     "uvicorn": Server("uvicorn", "uvicorn (ws auto)", "asgi", _uvicorn("auto"),
                       ("uvicorn", "websockets", "httptools", "uvloop"),
                       apps=("echo", "broadcast", "starlette"),
@@ -175,12 +188,13 @@ class Running:
         self.port = free_port()
         self.log_path = log_path
         self.argv = ["taskset", "-c", SERVER_CORE] + server.command(app, self.port, backlog)
+        repo = server.repo() if server.repo is not None else REPO_DIR
         env = dict(os.environ)
-        env["PYTHONPATH"] = BENCH_DIR + os.pathsep + REPO_DIR
+        env["PYTHONPATH"] = BENCH_DIR + os.pathsep + repo
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONDEVMODE", None)
         self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv, cwd=repo, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.pgid = self.proc.pid  # start_new_session: the child leads its own group
