@@ -61,6 +61,9 @@ cdef class FrameParser:
         # buffer for the next feed (feed(0) parses on), so one feed is bounded work.
         public Py_ssize_t max_items
         readonly bint more
+        # Parse nothing yet, only buffer (the bytes a client sent behind its handshake, until the
+        # server has answered it): no reply may go out before the 101.
+        public bint held
         readonly Py_ssize_t frames_parsed   # every frame parsed so far, control frames too
         # A large binary frame is received straight into its destination (no copy out of the
         # buffer afterwards; unmasked in place as it arrives): a payload object of its own, or

@@ -79,6 +79,7 @@ class FrameParser:
     frame_overhead: int
     max_items: int
     more: bool
+    held: bool  # buffer what arrives but parse nothing (until the handshake is answered)
     def __init__(
         self,
         *,

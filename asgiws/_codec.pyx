@@ -120,6 +120,7 @@ cdef class FrameParser:
         self.frame_overhead = frame_overhead
         self.max_items = max_items
         self.more = False
+        self.held = False
         self.frames_parsed = 0
         self.msg_buf = NULL
         self.msg_len = 0
@@ -199,6 +200,9 @@ cdef class FrameParser:
         if self.state == PARSE_STOPPED:
             # Nothing after a Close frame or a violation is parsed: keep none of it.
             self.start = self.end = 0
+            return []
+        if self.held:
+            self.all_bare = True
             return []
         cdef list frames = self._parse()
         if not self.more:

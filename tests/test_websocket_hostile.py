@@ -258,3 +258,79 @@ def test_one_flooding_connection_does_not_stall_the_others(run_server):
         print(f"\nside echoes during the flood: {len(latencies)}, p50 {latencies[len(latencies) // 2] * 1e3:.1f} ms, "
               f"max {latencies[-1] * 1e3:.1f} ms")  # fmt: skip
         assert len(latencies) >= 10
+
+
+# -- frames sent behind the handshake -----------------------------------------------------------
+
+
+def handshake_with(server, frames):
+    """A handshake with `frames` in the same write, before the 101 (RFC 6455 §4.1 says a client
+    must wait; some do not). Returns the raw bytes the server sends until it closes or goes
+    quiet."""
+    request = (b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    sock.sendall(request + frames)
+    sock.settimeout(1.0)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except socket.timeout:
+        pass
+    sock.close()
+    return data
+
+
+def test_a_ping_behind_the_handshake_is_answered_after_the_101(run_server):
+    with run_server(echo_app) as server:
+        data = handshake_with(server, build_frame(9, b"early", mask=MASK) + build_frame(1, "hi", mask=MASK))
+    head, _, frames = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), data
+    assert frames == build_frame(0xA, b"early") + build_frame(1, "hi"), frames
+
+
+def test_a_close_behind_the_handshake_is_answered_after_the_101(run_server):
+    with run_server(echo_app) as server:
+        data = handshake_with(server, build_frame(8, b"\x03\xe8", mask=MASK))
+    head, _, frames = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), data
+    assert frames == build_frame(8, b"\x03\xe8"), frames
+
+
+def test_bytes_behind_an_unanswered_handshake_are_bounded(run_server):
+    """Before the app accepts, what the client sends is held unparsed; past ws_read_high_water
+    the server stops reading."""
+    gate = threading.Event()
+
+    async def body(receive, send):
+        await receive()
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, TIMEOUT)
+        await send({"type": "websocket.accept"})
+        count = 0
+        while (await receive())["type"] == "websocket.receive":
+            count += 1
+            if count == 2000:
+                await send({"type": "websocket.send", "text": "got 2000"})
+
+    app = Recorder(body)
+    with run_server(app, ws_read_high_water=65536) as server:
+        client = RawClient(server, handshake=False)
+        request = (b"GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        client.send_raw(request)
+        frames = build_frame(2, b"x" * 1024, mask=MASK) * 2000  # 2 MiB
+        sender = threading.Thread(target=client.send_raw, args=(frames,), daemon=True)
+        sender.start()
+        deadline = time.monotonic() + TIMEOUT
+        while not [ws for ws in websocket_protocols(server) if ws.paused_for & 8]:
+            assert time.monotonic() < deadline, "reading did not pause before the accept"
+            time.sleep(0.01)
+        (ws,) = websocket_protocols(server)
+        assert on_loop(server, lambda: ws.conn.parser.buffered) <= 65536 + 256 * 1024
+        gate.set()
+        assert client.read_head()[0] == 101
+        while (frame := client.recv_frame()).opcode != 1:
+            pass
+        assert frame.payload == "got 2000"
+        client.close()

@@ -25,6 +25,9 @@ as bits in `paused_for` and applied in one place, `_update_reading()`:
   over its high-water mark: the peer does not read what its own frames make us send, so we stop
   reading them, until the buffer drains. (The app's own sends are paced by `await send()`
   instead: pausing reading for them would only serialise an echo's receiving and sending.)
+- _PAUSED_HANDSHAKE: the app has not accepted yet and the bytes the client sent behind its
+  handshake (held unparsed in the codec: no PONG or Close may go out before the 101) are over
+  `read_high_water`;
 - _PAUSED_TURN: this connection has had its share of the loop turn (_TURN_BUDGET, counting
   bytes and a cost per frame and per event handled in Python), until the next turn: a flood on
   one socket costs the others one budget's worth of work per turn, not a whole backlog.
@@ -91,6 +94,7 @@ cdef enum:
     _PAUSED_QUEUE = 1
     _PAUSED_WRITE = 2
     _PAUSED_TURN = 4
+    _PAUSED_HANDSHAKE = 8
 
 
 cdef class WriteCoalescer:
@@ -250,8 +254,19 @@ cdef class WebSocketBridge:
         else:
             cost += PyList_GET_SIZE(frames) * _EVENT_COST
             self._deliver(self.conn_._handle(frames))
+        if parser.held and parser.end - parser.start > self.read_high_water:
+            self._set_paused(_PAUSED_HANDSHAKE, True)
         self._charge(cost)
         return 0
+
+    def _release_held(self):
+        """The 101 is written: parse what the client sent behind its handshake, in order."""
+        self.parser.held = False
+        if self.paused_for & _PAUSED_HANDSHAKE:
+            self.paused_for &= ~_PAUSED_HANDSHAKE
+        if self.parser.end > self.parser.start:
+            self._feed(0)
+        self._update_reading()
 
     def receive_data(self, data):
         """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""

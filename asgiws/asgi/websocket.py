@@ -158,8 +158,11 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.conn = Connection(max_size=self.config.ws_max_size, deflate=deflate,
                                frame_overhead=self.config.ws_frame_overhead)
         transport.set_write_buffer_limits(high=self.config.ws_high_water)
+        # A client may pipeline frames behind its request (RFC 6455 §4.1 says it must wait):
+        # they are buffered, unparsed, until the app accepts, so no PONG or Close reply goes
+        # out before the 101 (WebSocketBridge._release_held).
+        self.conn.parser.held = True
         if leftover:
-            # A client may pipeline frames behind its request: queue them for after accept.
             self.receive_data(leftover)
         if self.config.ws_accept_timeout is not None:
             self.accept_timer = self.loop.call_later(self.config.ws_accept_timeout,
@@ -283,6 +286,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if self.accept_timer is not None:
             self.accept_timer.cancel()
             self.accept_timer = None
+        self._release_held()
         self._schedule_ping()
 
     async def _on_websocket_close(self, message: Dict[str, Any]) -> None:
