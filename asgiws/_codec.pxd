@@ -89,6 +89,7 @@ cdef class FrameParser:
     cdef list feed_c(self, Py_ssize_t nbytes)
     cdef list _parse(self)
     cdef int _fail(self, int code, str reason) except -1
+    cdef void _fail_state(self)
     cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
                                  bint first) except -1
     cdef void _compact(self)

@@ -105,6 +105,8 @@ class FrameParser:
         `frames_parsed` the frames."""
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable view of the free space at the end of the receive buffer (never empty)."""
+    def release(self) -> None:
+        """The connection is gone: free the buffers and parse nothing more (counters stay)."""
     def feed(self, nbytes: int) -> list[Frame]:
         """`nbytes` were written into the last buffer handed out: parse all complete frames.
         ValueError if `nbytes` is negative or more than the free space handed out."""

@@ -181,6 +181,16 @@ cdef class FrameParser:
         return PyMemoryView_FromMemory(<char *>self.buf + self.end, self.capacity_ - self.end,
                                        PyBUF_WRITE)
 
+    def release(self):
+        """The connection is gone: give back the buffers now (an app that never calls receive()
+        may keep this object alive long after) and parse nothing more. Counters stay."""
+        self._fail_state()
+        self.more = False
+        PyMem_Free(self.buf)
+        self.buf = NULL
+        self.start = self.end = 0
+        self.capacity_ = self.initial_size
+
     def feed(self, Py_ssize_t nbytes):
         """`nbytes` were written into the last buffer handed out: parse every complete frame."""
         return self.feed_c(nbytes)
@@ -431,13 +441,17 @@ cdef class FrameParser:
 
     cdef int _fail(self, int code, str reason) except -1:
         self.error = ProtocolError(code, reason)
+        self._fail_state()
+        return 0
+
+    cdef void _fail_state(self):
+        """Stop for good: no frame, direct read or message in progress any more."""
         self.state = PARSE_STOPPED
         self.pending = 0
         self.direct = None
         self.direct_ptr = NULL
         self.direct_active = False
         self._message_release()
-        return 0
 
     cdef int _check_partial_text(self, uint8_t *payload, Py_ssize_t received, bint masked,
                                  bint first) except -1:

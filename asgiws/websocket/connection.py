@@ -248,7 +248,14 @@ class Connection:
             self.failure = CloseReceived(code, reason)
 
     def connection_lost(self) -> None:
+        """TCP is gone. What only the wire needed goes now, not when the app's task ends: an
+        app that never calls receive() never learns of the loss and may hold this object for
+        long, and a permessage-deflate context is ~50 KiB."""
         self.state = State.CLOSED
+        self.parser.release()
+        self.deflate = None
+        self._inflated = None
+        self.outgoing = []
 
     def data_to_send(self) -> List[bytes]:
         out, self.outgoing = self.outgoing, []
