@@ -598,6 +598,8 @@ def probe_main(port: int, max_seconds: float, grace: float = 0.5) -> None:
                     if received.opcode == OP_BINARY and received.payload == payload:
                         record("echo", started)
                         break
+                    if received.opcode == OP_PING:  # the server's keepalive: a live client answers
+                        client.send(frame(OP_PONG, received.payload))
                 else:
                     return  # still unanswered: counted at the end
                 time.sleep(max(0.0, 0.010 - (time.perf_counter() - started)))
