@@ -6,6 +6,8 @@ One test per protocol violation, asserting the exact close code the connection o
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgiws._codec import build_close_payload, build_frame, parse_close_payload
 from asgiws.websocket.connection import CloseReceived, Connection, Pong, State
@@ -162,6 +164,80 @@ def test_rsv1_on_continuation_1002():
     conn.receive_data(client_frame(2, client_deflate(b"ab"), fin=False, rsv1=True)
                       + client_frame(0, b"", rsv1=True))
     assert conn.failure.code == 1002
+
+
+def stepped_deflate_connection(max_size=1 << 20, inflate_step=1 << 20):
+    settings = DeflateSettings()
+    params, _ = negotiate(parse_extensions([b"permessage-deflate"]), settings)
+    return Connection(max_size=max_size, deflate=PerMessageDeflate(params, settings),
+                      inflate_step=inflate_step)
+
+
+def receive_all(conn, data):
+    """Feed `data`, then resume() until the connection has nothing left: the events and how
+    many calls it took."""
+    events = conn.receive_data(data)
+    calls = 1
+    while conn.more:
+        events += conn.resume()
+        calls += 1
+    return events, calls
+
+
+def test_a_compressed_message_inflates_a_step_per_call_then_the_frames_behind_it():
+    conn = stepped_deflate_connection(max_size=8 << 20, inflate_step=1 << 20)
+    message = bytes(range(256)) * (10 << 10)  # 2.5 MiB, from a few KiB compressed
+    data = (client_frame(2, client_deflate(message), rsv1=True) + client_frame(9, b"p")
+            + client_frame(1, client_deflate(b"after"), rsv1=True))
+    assert conn.receive_data(data) == [] and conn.more
+    assert conn.outgoing == []  # the Ping behind the message waits for it
+    assert conn.resume() == [] and conn.more
+    assert conn.resume() == [message, "after"] and not conn.more
+    assert parse_server_frames(conn.data_to_send()) == [(10, b"p")]
+
+
+def test_a_deflate_bomb_is_refused_1009_a_step_at_a_time():
+    conn = stepped_deflate_connection(max_size=4 << 20, inflate_step=1 << 20)
+    events, calls = receive_all(conn, client_frame(2, client_deflate(b"\x00" * (50 << 20)),
+                                                   rsv1=True))
+    assert events == [] and conn.failure.code == 1009
+    assert calls == 5  # 4 MiB in 1 MiB steps, then the byte over
+    assert conn.receive_data(client_frame(2, client_deflate(b"late"), rsv1=True)) == []
+
+
+def test_invalid_utf8_in_a_stepped_text_message_1007_at_the_step_that_carries_it():
+    conn = stepped_deflate_connection(max_size=1 << 20, inflate_step=1000)
+    text = "é".encode() * 1000 + b"\xff" + b"a" * 5000
+    events, calls = receive_all(conn, client_frame(1, client_deflate(text), rsv1=True))
+    assert events == [] and conn.failure.code == 1007
+    assert calls == 3  # bytes 2000-2999 hold the 0xff
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_stepped_inflation_delivers_what_one_call_does(data):
+    """Whatever the step, the messages, their order and the Pongs are those of unbounded
+    inflation; only the number of calls differs."""
+    step = data.draw(st.integers(1, 5000), label="inflate_step")
+    messages = data.draw(st.lists(st.one_of(st.binary(max_size=3000),
+                                            st.text(max_size=1500)), max_size=6))
+    wire = b""
+    for i, message in enumerate(messages):
+        raw = message.encode() if isinstance(message, str) else message
+        raw = raw * data.draw(st.integers(1, 8))
+        messages[i] = raw.decode() if isinstance(message, str) else raw
+        compressed = client_deflate(raw)
+        opcode = 1 if isinstance(message, str) else 2
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(compressed)), max_size=3)))
+        pieces = [compressed[a:b] for a, b in zip([0] + cuts, cuts + [len(compressed)])]
+        for j, piece in enumerate(pieces):
+            wire += client_frame(opcode if j == 0 else 0, piece, fin=j == len(pieces) - 1,
+                                 rsv1=j == 0)
+        wire += client_frame(9, bytes([i]))
+    expected = receive_all(stepped_deflate_connection(inflate_step=None), wire)[0]
+    assert expected == messages
+    events, _ = receive_all(stepped_deflate_connection(inflate_step=step), wire)
+    assert events == expected
 
 
 def test_close_payload_round_trip():

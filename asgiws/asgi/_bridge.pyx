@@ -30,7 +30,9 @@ as bits in `paused_for` and applied in one place, `_update_reading()`:
   `read_high_water`;
 - _PAUSED_TURN: this connection has had its share of the loop turn (_TURN_BUDGET, counting
   bytes and a cost per frame and per event handled in Python), until the next turn: a flood on
-  one socket costs the others one budget's worth of work per turn, not a whole backlog.
+  one socket costs the others one budget's worth of work per turn, not a whole backlog. A
+  compressed frame is inflated at most `INFLATE_STEP` (1 MiB) per turn the same way: the
+  connection says `more` and the bridge calls its `resume()` on the next turn.
 
 Send path per message: `send()` builds the frame in C (`server_frame`), appends it to this
 connection's outgoing list and registers the connection with the loop's `WriteCoalescer`, which
@@ -166,6 +168,7 @@ cdef class WebSocketBridge:
     cdef public bint reading_paused         # the transport's reading is paused
     cdef Py_ssize_t turn_cost               # receive work since the last turn pause
     cdef bint turn_scheduled                # _next_turn is scheduled
+    cdef bint conn_more                     # the connection stopped mid-inflation (conn.more)
     cdef object waiter                      # the future a receive() waits on, if any
     cdef list more_waiters                  # those of concurrent receive() calls (rare), or None
     cdef public bint connect_delivered
@@ -201,6 +204,7 @@ cdef class WebSocketBridge:
         self.reading_paused = False
         self.turn_cost = 0
         self.turn_scheduled = False
+        self.conn_more = False
         self.waiter = None
         self.more_waiters = None
         self.connect_delivered = False
@@ -280,7 +284,8 @@ cdef class WebSocketBridge:
         """Count receive work against this turn's budget; past it, or with whole frames left
         in the buffer, stop reading until the next loop turn."""
         self.turn_cost += cost
-        if (self.turn_cost > _TURN_BUDGET or self.parser.more) and not self.turn_scheduled:
+        if (self.turn_cost > _TURN_BUDGET or self.parser.more or self.conn_more) \
+                and not self.turn_scheduled:
             self._pause_turn()
         return 0
 
@@ -292,14 +297,18 @@ cdef class WebSocketBridge:
         return 0
 
     def _next_turn(self):
-        """The loop came back: parse what was left buffered, or read again."""
+        """The loop came back: go on inflating, or parse what was left buffered, or read again."""
         self.turn_scheduled = False
         self.turn_cost = 0
         self.paused_for &= ~_PAUSED_TURN
         if self.transport is None or self.transport.is_closing():
             return
-        if self.paused_for == 0 and self.parser.more:
-            self._feed(0)  # may pause for the next turn again
+        if self.paused_for == 0:
+            if self.conn_more:
+                self._deliver(self.conn_.resume())
+                self._charge(_EVENT_COST)  # may pause for the next turn again
+            elif self.parser.more:
+                self._feed(0)  # may pause for the next turn again
         self._update_reading()
 
     cdef int _set_paused(self, int reason, bint paused) except -1:
@@ -313,8 +322,10 @@ cdef class WebSocketBridge:
     cdef int _update_reading(self) except -1:
         """The one place that pauses and resumes the transport's reading."""
         cdef bint pause = self.paused_for != 0
-        if not pause and self.parser is not None and self.parser.more and not self.turn_scheduled:
-            # Whole frames wait in the buffer: they are parsed next turn, before any new read.
+        if not pause and self.parser is not None and (self.parser.more or self.conn_more) \
+                and not self.turn_scheduled:
+            # Whole frames wait in the buffer, or a frame is part-inflated: they are handled
+            # next turn, before any new read.
             self._pause_turn()
             return 0
         if pause == self.reading_paused or self.transport is None or self.transport.is_closing():
@@ -342,6 +353,7 @@ cdef class WebSocketBridge:
         cdef Py_ssize_t delivered = 0
         cdef Py_ssize_t queued = self.queued_bytes
         conn = self.conn_
+        self.conn_more = conn.more
         for event in events:
             if type(event) is str or type(event) is bytes:
                 self.queue.append(event)

@@ -14,6 +14,10 @@ Copies per received message: see FrameParser, which also assembles a fragmented 
 message into one buffer (no object per fragment). A compressed message is inflated once per frame
 and its fragments' output appended to one bytearray, then copied (binary) or decoded (text) once.
 
+A compressed frame can inflate to `max_size` bytes from a few KiB (a deflate bomb): one call
+inflates at most `inflate_step` bytes. When it stops there, `more` is set and the caller calls
+`resume()` (on a later loop turn) for the rest of that frame and the frames received behind it.
+
 What a peer can make a Connection hold: one message, at most `max_size` bytes counted as payload
 plus `frame_overhead` for every fragment after the first (checked from each frame's header,
 before its payload is buffered); a Pong per Ping in `outgoing` until the caller writes them.
@@ -36,6 +40,10 @@ OP_BINARY = _codec.OP_BINARY
 OP_CLOSE = _codec.OP_CLOSE
 OP_PING = _codec.OP_PING
 OP_PONG = _codec.OP_PONG
+
+# What one receive()/resume() call inflates at most: about a millisecond of zlib (a deflate bomb
+# reaches max_size in steps, a loop turn each when driven by the ASGI bridge).
+INFLATE_STEP = 1 << 20
 
 
 class CloseCode(enum.IntEnum):
@@ -87,7 +95,8 @@ Event = Union[str, bytes, CloseReceived, Pong]
 
 class Connection:
     def __init__(self, *, max_size: int, deflate: Optional[PerMessageDeflate] = None,
-                 is_server: bool = True, frame_overhead: int = 0):
+                 is_server: bool = True, frame_overhead: int = 0,
+                 inflate_step: Optional[int] = INFLATE_STEP):
         self.state = State.OPEN
         self.max_size = max_size
         self.frame_overhead = frame_overhead
@@ -109,6 +118,15 @@ class Connection:
         self._inflated_opcode = 0
         self._inflated_size = 0
         self._inflated_utf8: Optional[_codec.Utf8Validator] = None
+        # Inflating in steps: the bytes one call may still inflate (None: no bound), whether a
+        # frame's payload is part-inflated (its rest is in the decompressor) and whether that
+        # frame is final, and the frames received behind it, not handled yet.
+        self.inflate_step = inflate_step
+        self._inflate_left: Optional[int] = None
+        self._inflating = False
+        self._inflating_fin = False
+        self._pending: list = []
+        self.more = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -120,16 +138,42 @@ class Connection:
         """Bytes that arrived outside the parser's buffer (after the HTTP head, in tests)."""
         return self._handle(self.parser.feed_data(data))
 
+    def resume(self) -> List[Event]:
+        """Go on where the last call stopped (`more`): the rest of a part-inflated frame, then the
+        frames received behind it."""
+        self.more = False
+        frames, self._pending = self._pending, []
+        self._inflate_left = self.inflate_step
+        events: List[Event] = []
+        if self._inflating:
+            message = self._inflate()
+            if message is not None and self.state is State.OPEN:
+                events.append(message)
+            if self.failure is not None:
+                return events
+            if self._inflating:  # still not done: the frames behind it wait on
+                self._pending = frames
+                self.more = True
+                return events
+        return self._handle_frames(frames, events)
+
     def _handle(self, frames) -> List[Event]:
         parser = self.parser
-        if parser.all_bare and parser.error is None and self.state is State.OPEN:
+        if parser.all_bare and parser.error is None and self.state is State.OPEN \
+                and not self.more:
             # The hot path: the parser returned whole, uncompressed messages only (text already
             # decoded); they are the events as they are.
             return frames
-        events: List[Event] = []
+        if self.more:  # behind frames still waiting (a caller that did not resume() first)
+            self._pending.extend(frames)
+            return []
+        self._inflate_left = self.inflate_step
+        return self._handle_frames(frames, [])
+
+    def _handle_frames(self, frames, events: List[Event]) -> List[Event]:
         if self.state is State.CLOSED or self.failure is not None:
             return events
-        for frame in frames:
+        for index, frame in enumerate(frames):
             kind = type(frame)
             if kind is str or kind is bytes:  # a whole message
                 if self.state is State.OPEN:
@@ -141,6 +185,10 @@ class Connection:
                 if message is not None and self.state is State.OPEN:
                     events.append(message)
                 if self.failure is not None:
+                    return events
+                if self._inflating:  # this call's inflation is spent: the rest waits
+                    self._pending = list(frames[index + 1:])
+                    self.more = True
                     return events
             elif opcode == OP_PING:
                 if self.state is State.OPEN:
@@ -157,8 +205,8 @@ class Connection:
         return events
 
     def _data_frame(self, frame) -> Optional[Union[str, bytes]]:
-        """A frame of a compressed message (the parser assembles uncompressed ones): inflate it;
-        return the message a final frame completes."""
+        """A frame of a compressed message (the parser assembles uncompressed ones): start
+        inflating it; return the message a final frame completes."""
         if frame.opcode != OP_CONTINUATION:
             self._inflated = None
             self._inflated_opcode = frame.opcode
@@ -166,43 +214,70 @@ class Connection:
             self._inflated_utf8 = None
         else:
             self._inflated_size += self.frame_overhead
-        try:
-            payload = self.deflate.decompress(frame.payload, frame.fin,
-                                              self.max_size - self._inflated_size)
-        except MessageTooBig:
-            self.fail(CloseCode.MESSAGE_TOO_BIG, "message over the maximum size")
-            return None
-        except zlib.error:
-            self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid compressed data")
-            return None
-        self._inflated_size += len(payload)
+        self.deflate.feed(frame.payload, frame.fin)
+        self._inflating = True
+        self._inflating_fin = frame.fin
+        return self._inflate()
+
+    def _inflate(self) -> Optional[Union[str, bytes]]:
+        """Inflate the current frame, at most `_inflate_left` bytes in this call (the frame stays
+        `_inflating` if they run out); return the message its end completes, if it is final."""
+        deflate = self.deflate
         text = self._inflated_opcode == OP_TEXT
-        if text and (not frame.fin or self._inflated_utf8 is not None):
-            # Compressed and fragmented text: validate as it inflates, to fail fast.
-            if self._inflated_utf8 is None:
-                self._inflated_utf8 = _codec.Utf8Validator()
-            if not self._inflated_utf8.feed(payload) or (
-                    frame.fin and not self._inflated_utf8.final()):
-                self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
+        while True:
+            room = self.max_size - self._inflated_size
+            want = room + 1  # one byte more than fits proves the message too big
+            if self._inflate_left is not None:
+                if self._inflate_left <= 0:
+                    return None
+                want = min(want, self._inflate_left)
+            try:
+                out, done = deflate.inflate(want)
+            except zlib.error:
+                self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid compressed data")
                 return None
-        if frame.fin and self._inflated is None:
-            message = payload  # an unfragmented message: no copy
-        else:
+            if len(out) > room:
+                self.fail(CloseCode.MESSAGE_TOO_BIG, "message over the maximum size")
+                return None
+            self._inflated_size += len(out)
+            if self._inflate_left is not None:
+                self._inflate_left -= len(out)
+            if done and self._inflating_fin and self._inflated is None:
+                # A message inflated in one call: its output is the message, no copy.
+                self._inflating = False
+                return self._message(out, text)
             if self._inflated is None:
                 self._inflated = bytearray()
-            self._inflated += payload  # copy: behind the message so far
-            if not frame.fin:
-                return None
-            message, self._inflated = self._inflated, None
-            if not text:
-                return bytes(message)  # copy: the app gets bytes
+            self._inflated += out  # copy: behind the message so far
+            if text:
+                # Inflated in pieces: validate as it inflates, to fail fast.
+                if self._inflated_utf8 is None:
+                    self._inflated_utf8 = _codec.Utf8Validator()
+                if not self._inflated_utf8.feed(out):
+                    self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA,
+                              "invalid UTF-8 in a text message")
+                    return None
+            if done:
+                break
+        self._inflating = False
+        if not self._inflating_fin:
+            return None
+        message, self._inflated = self._inflated, None
         if text:
-            try:
-                return message.decode("utf-8")  # copy: decode once
-            except UnicodeDecodeError:
+            if not self._inflated_utf8.final():
                 self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
                 return None
-        return message
+            return message.decode("utf-8")  # copy: decode once (validated above)
+        return bytes(message)  # copy: the app gets bytes
+
+    def _message(self, payload: bytes, text: bool) -> Optional[Union[str, bytes]]:
+        if not text:
+            return payload
+        try:
+            return payload.decode("utf-8")  # copy: decode once
+        except UnicodeDecodeError:
+            self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
+            return None
 
     def _close_frame(self, code: int, reason: str) -> CloseReceived:
         received = CloseReceived(code, reason)
@@ -255,6 +330,9 @@ class Connection:
         self.parser.release()
         self.deflate = None
         self._inflated = None
+        self._inflating = False
+        self._pending = []
+        self.more = False
         self.outgoing = []
 
     def data_to_send(self) -> List[bytes]:

@@ -133,6 +133,9 @@ class PerMessageDeflate:
         self._inflate_bits = max(9, params.client_max_window_bits)
         self._decompressor = zlib.decompressobj(wbits=-self._inflate_bits)
         self._compressor = None if params.server_no_context_takeover else self._new_compressor()
+        # The frame being inflated: its input not yet consumed, and whether it ends a message.
+        self._input = b""
+        self._input_fin = False
 
     def _new_compressor(self):
         return zlib.compressobj(self.settings.compress_level, zlib.DEFLATED,
@@ -149,11 +152,31 @@ class PerMessageDeflate:
     def decompress(self, data: bytes, fin: bool, limit: int) -> bytes:
         """Inflate one frame's payload of a compressed message, producing at most `limit` bytes;
         raise MessageTooBig rather than inflate past it. `fin` ends the message (§7.2.2)."""
-        if fin:
-            data = data + _EMPTY_BLOCK
-        out = self._decompressor.decompress(data, limit + 1)
-        if len(out) > limit or self._decompressor.unconsumed_tail:
+        self.feed(data, fin)
+        out, done = self.inflate(limit + 1)
+        if len(out) > limit or not done:
             raise MessageTooBig()
-        if fin and self.params.client_no_context_takeover:
-            self._decompressor = zlib.decompressobj(wbits=-self._inflate_bits)
         return out
+
+    def feed(self, data: bytes, fin: bool) -> None:
+        """Start inflating one frame's payload; `inflate()` produces its output in steps. `fin`
+        ends the message (§7.2.2: the empty block the sender removed is put back)."""
+        self._input = data + _EMPTY_BLOCK if fin else data
+        self._input_fin = fin
+
+    def inflate(self, max_length: int) -> Tuple[bytes, bool]:
+        """Up to `max_length` (≥ 1) more bytes of the frame's output, and whether that is all
+        of it. Never more: what is left stays in zlib's unconsumed input until the next call."""
+        decompressor = self._decompressor
+        out = decompressor.decompress(self._input, max_length)
+        self._input = decompressor.unconsumed_tail
+        # Done when every input byte went in and the output did not fill `max_length` (a full
+        # output may have more behind it inside zlib, even with the input consumed).
+        done = not self._input and len(out) < max_length
+        if not done and not out and self._input:
+            raise zlib.error("no progress inflating")  # cannot happen with valid zlib state
+        if done:
+            self._input = b""
+            if self._input_fin and self.params.client_no_context_takeover:
+                self._decompressor = zlib.decompressobj(wbits=-self._inflate_bits)
+        return out, done
