@@ -334,3 +334,49 @@ def test_bytes_behind_an_unanswered_handshake_are_bounded(run_server):
             pass
         assert frame.payload == "got 2000"
         client.close()
+
+
+# -- many connections lost at once ---------------------------------------------------------------
+
+
+def test_connections_lost_at_once_are_told_to_their_apps_a_batch_per_turn(run_server):
+    """300 clients vanish in one go (as when a proxy restarts): libuv reports every loss in one
+    loop iteration, but the apps are woken (and the sessions logged) at most 64 per turn, and
+    every app gets its 1006."""
+    from asgiws.asgi import websocket as ws_module
+
+    lost_codes = []
+    all_lost = threading.Event()
+    count = 300
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/other":
+            return await echo_app(scope, receive, send)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        lost_codes.append(message.get("code"))
+        if len(lost_codes) == count:
+            all_lost.set()
+
+    batches = []
+    original = ws_module.LostConnections._run
+
+    def counting_run(self):
+        batches.append(min(len(self.pending), ws_module._LOST_PER_TURN))
+        original(self)
+
+    ws_module.LostConnections._run = counting_run
+    try:
+        with run_server(app) as server:
+            clients = [RawClient(server) for _ in range(count)]
+            for client in clients:
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            for client in clients:
+                client.sock.close()
+            assert all_lost.wait(TIMEOUT)
+            assert lost_codes == [1006] * count
+            assert max(batches) <= 64 and sum(batches) == count and len(batches) >= count // 64
+            assert_still_serving(server)
+    finally:
+        ws_module.LostConnections._run = original
