@@ -247,9 +247,19 @@ cdef class WebSocketBridge:
     cdef int _feed(self, Py_ssize_t nbytes) except -1:
         """Parse what the last read added (nbytes; 0 to parse on in what is buffered), hand the
         result on, and charge the work to this turn."""
+        cdef Py_ssize_t frames_before = self.parser.frames_parsed
+        return self._parsed(self.parser.feed_c(nbytes), nbytes, frames_before)
+
+    def receive_data(self, data):
+        """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""
+        cdef Py_ssize_t frames_before = self.parser.frames_parsed
+        self._parsed(self.parser.feed_data(data), len(data), frames_before)
+
+    cdef int _parsed(self, list frames, Py_ssize_t nbytes, Py_ssize_t frames_before) except -1:
+        """What one parse returned: queued as it is (the hot path) or handled by the connection;
+        the work charged to this turn — the bytes, _FRAME_COST per frame parsed and _EVENT_COST
+        per item handled in Python."""
         cdef FrameParser parser = self.parser
-        cdef Py_ssize_t frames_before = parser.frames_parsed
-        cdef list frames = parser.feed_c(nbytes)
         cdef Py_ssize_t cost = nbytes + (parser.frames_parsed - frames_before) * _FRAME_COST
         if parser.all_bare and parser.error is None and self.conn_.state is _OPEN:
             # The hot path: whole, uncompressed messages only (text already decoded).
@@ -266,17 +276,10 @@ cdef class WebSocketBridge:
     def _release_held(self):
         """The 101 is written: parse what the client sent behind its handshake, in order."""
         self.parser.held = False
-        if self.paused_for & _PAUSED_HANDSHAKE:
-            self.paused_for &= ~_PAUSED_HANDSHAKE
+        self.paused_for &= ~_PAUSED_HANDSHAKE
         if self.parser.end > self.parser.start:
             self._feed(0)
         self._update_reading()
-
-    def receive_data(self, data):
-        """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""
-        cdef Py_ssize_t frames_before = self.parser.frames_parsed
-        self._deliver(self.conn_.receive_data(data))
-        self._charge(len(data) + (self.parser.frames_parsed - frames_before) * _EVENT_COST)
 
     # -- reading: when it stops and resumes ----------------------------------------------------
 
