@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 
@@ -339,10 +340,11 @@ def test_bytes_behind_an_unanswered_handshake_are_bounded(run_server):
 # -- many connections lost at once ---------------------------------------------------------------
 
 
-def test_connections_lost_at_once_are_told_to_their_apps_a_batch_per_turn(run_server):
-    """300 clients vanish in one go (as when a proxy restarts): libuv reports every loss in one
-    loop iteration, but the apps are woken (and the sessions logged) at most 64 per turn, and
-    every app gets its 1006."""
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_connections_lost_at_once_are_ended_a_batch_per_turn(run_server, how):
+    """300 clients vanish in one go (as when a proxy restarts): libuv reports every FIN or reset
+    in one loop iteration, but the sockets are closed after a FIN, and the apps woken (and the
+    sessions logged), at most 64 connections per turn; every app gets its 1006."""
     from asgiws.asgi import websocket as ws_module
 
     lost_codes = []
@@ -360,23 +362,25 @@ def test_connections_lost_at_once_are_told_to_their_apps_a_batch_per_turn(run_se
             all_lost.set()
 
     batches = []
-    original = ws_module.LostConnections._run
+    original = ws_module.ConnectionEnds._run
 
     def counting_run(self):
-        batches.append(min(len(self.pending), ws_module._LOST_PER_TURN))
+        batches.append(min(len(self.pending), ws_module._ENDS_PER_TURN))
         original(self)
 
-    ws_module.LostConnections._run = counting_run
+    ws_module.ConnectionEnds._run = counting_run
     try:
         with run_server(app) as server:
             clients = [RawClient(server) for _ in range(count)]
-            for client in clients:
-                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            if how == "reset":  # SO_LINGER 0: close() sends RST
+                for client in clients:
+                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             for client in clients:
                 client.sock.close()
             assert all_lost.wait(TIMEOUT)
             assert lost_codes == [1006] * count
-            assert max(batches) <= 64 and sum(batches) == count and len(batches) >= count // 64
+            ends = count * (2 if how == "fin" else 1)  # after a FIN, the close is one more
+            assert max(batches) <= 64 and sum(batches) == ends and len(batches) >= ends // 64
             assert_still_serving(server)
     finally:
-        ws_module.LostConnections._run = original
+        ws_module.ConnectionEnds._run = original

@@ -25,7 +25,7 @@ import collections
 import logging
 import time
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..websocket.connection import (
     CloseCode,
@@ -64,51 +64,54 @@ _STATUS_PHRASES = {
 }  # fmt: skip
 
 
-# How many lost connections' apps are told (and sessions logged) per loop turn.
-_LOST_PER_TURN = 64
+# How many connection ends (a close after the peer's FIN, or telling an app its connection is
+# gone) one loop turn handles at most.
+_ENDS_PER_TURN = 64
 
 
-class LostConnections:
-    """One per event loop: what follows the loss of a WebSocket connection for its app — the
-    websocket.disconnect that wakes it, its task's end, the access log line — for at most
-    _LOST_PER_TURN connections per loop turn. A peer that drops 10,000 connections at once
-    (or a proxy restarting) costs the other connections a few milliseconds per turn instead of
-    one stall of several hundred: libuv reports every loss in one loop iteration."""
+class ConnectionEnds:
+    """One per event loop: the work that ends WebSocket connections — closing the socket after
+    the peer's FIN (the kernel's TCP teardown), then, once the transport reports the loss,
+    telling the app (its websocket.disconnect, its task's end, the access log line) — done for
+    at most _ENDS_PER_TURN connections per loop turn. libuv reports every FIN that arrived in
+    one loop iteration: a peer that drops 10,000 connections at once (or a proxy restarting)
+    then costs the other connections a few milliseconds per turn, not one stall of the time
+    all those connections take to end."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.pending: "collections.deque[WebSocketProtocol]" = collections.deque()
+        self.pending: "collections.deque[Callable[[], None]]" = collections.deque()
         self.scheduled = False
 
-    def add(self, protocol: "WebSocketProtocol") -> None:
-        self.pending.append(protocol)
+    def add(self, callback: Callable[[], None]) -> None:
+        self.pending.append(callback)
         if not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self._run)
 
     def _run(self) -> None:
         pending = self.pending
-        for _ in range(min(len(pending), _LOST_PER_TURN)):
-            protocol = pending.popleft()
+        for _ in range(min(len(pending), _ENDS_PER_TURN)):
+            callback = pending.popleft()
             try:
-                protocol._after_connection_lost()
+                callback()
             except Exception:  # one broken connection must not strand the rest
-                logger.exception("Error after a WebSocket connection was lost")
+                logger.exception("Error ending a WebSocket connection")
         if pending:
             self.loop.call_soon(self._run)
         else:
             self.scheduled = False
 
 
-_lost_for_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LostConnections]" = \
+_ends_for_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionEnds]" = \
     weakref.WeakKeyDictionary()
 
 
-def lost_connections(loop: asyncio.AbstractEventLoop) -> LostConnections:
-    lost = _lost_for_loop.get(loop)
-    if lost is None:
-        lost = _lost_for_loop[loop] = LostConnections(loop)
-    return lost
+def connection_ends(loop: asyncio.AbstractEventLoop) -> ConnectionEnds:
+    ends = _ends_for_loop.get(loop)
+    if ends is None:
+        ends = _ends_for_loop[loop] = ConnectionEnds(loop)
+    return ends
 
 
 class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
@@ -231,11 +234,18 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol --------------------------------------------------------------
 
     def eof_received(self):
-        return None  # close the transport; connection_lost follows
+        # The peer sent FIN (without a Close frame first, or after ours): there is nothing more
+        # to read, and we close our side in the loop's ConnectionEnds; connection_lost follows.
+        connection_ends(self.loop).add(self._close_after_eof)
+        return True  # keep the transport until then
+
+    def _close_after_eof(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        """What only the wire needed goes now (timers, unsent frames, buffers, zlib contexts);
-        telling the app waits its turn in LostConnections."""
+        """Timers and unsent frames go now, and nothing more is sent; the buffers and zlib
+        contexts, and telling the app, wait their turn in ConnectionEnds."""
         self.server_state.connections.discard(self)
         self._drop_unsent()
         for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
@@ -250,10 +260,12 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             self.closed_by = "network"
         if self.state is AppState.CONNECTING or self.state is AppState.DENIAL:
             self.state = AppState.CLOSED
-        lost_connections(self.loop).add(self)
+        connection_ends(self.loop).add(self._after_connection_lost)
 
     def _after_connection_lost(self) -> None:
         conn = self.conn
+        if conn is not None:
+            conn.release()
         if conn is not None and conn.close_received is not None:
             self._queue_disconnect(conn.close_received.code, conn.close_received.reason)
         # Without a Close from the peer, the TCP connection was dropped (RFC 6455 §7.1.5).

@@ -323,17 +323,20 @@ class Connection:
             self.failure = CloseReceived(code, reason)
 
     def connection_lost(self) -> None:
-        """TCP is gone. What only the wire needed goes now, not when the app's task ends: an
-        app that never calls receive() never learns of the loss and may hold this object for
-        long, and a permessage-deflate context is ~50 KiB."""
+        """TCP is gone: nothing more is sent or delivered."""
         self.state = State.CLOSED
-        self.parser.release()
-        self.deflate = None
-        self._inflated = None
         self._inflating = False
         self._pending = []
         self.more = False
         self.outgoing = []
+
+    def release(self) -> None:
+        """Give back what only the wire needed, once TCP is gone: the receive buffers and the
+        permessage-deflate contexts (~50 KiB). The caller does it when TCP is lost, not when
+        the app's task ends: an app that never calls receive() may hold this object for long."""
+        self.parser.release()
+        self.deflate = None
+        self._inflated = None
 
     def data_to_send(self) -> List[bytes]:
         out, self.outgoing = self.outgoing, []
