@@ -13,6 +13,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from asgiws import __version__
 from asgiws.config import BOOL_WORDS, SETTINGS, ConfigError, Setting, settings_from_env, unknown_env_vars
+from asgiws.runner import run
 
 DESCRIPTION = """\
 Serve an ASGI application (Starlette, FastAPI, Django, or plain ASGI 3) over HTTP/1.1 and
@@ -146,8 +147,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error("missing APP, the application as module:attribute (e.g. asgiws myapp:app)")
     for name in unknown_env_vars():
         print(f"asgiws: warning: ignoring {name}, which is not a setting", file=sys.stderr)
-
-    from asgiws.server import run
 
     try:
         run(**settings)

@@ -3,7 +3,7 @@
     Server.run() ─▶ serve():  startup() ─▶ main_loop() ─▶ shutdown()
 
 startup    import the app, listen (TCP host/port, Unix socket, an inherited fd, or sockets a
-           supervisor bound: asgiws.workers, gunicorn), run lifespan startup, serve (TLS with
+           supervisor bound: asgiws.supervisors, gunicorn), run lifespan startup, serve (TLS with
            --ssl-certfile), print where.
 main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code), or --limit-max-requests
            HTTP requests answered.
@@ -12,8 +12,11 @@ shutdown   stop listening; ask every connection to finish (HTTP: close when idle
            --timeout-graceful-shutdown for connections and app tasks to end; cancel what is left;
            then lifespan shutdown. A second signal skips the waiting.
 
-Protocols share one `ServerState` per process; that and `Connection.shutdown()` are the whole
-contract between the server and a connection protocol (HTTP here, WebSocket in asgiws.asgi).
+Protocols share one `ServerState` (asgiws.state) per process; that and `Connection.shutdown()`
+are the whole contract between the server and a connection protocol (HTTP, and WebSocket in
+asgiws.asgi). This module imports the protocols and is imported by the supervisors
+(asgiws.supervisors, asgiws.workers for gunicorn) and by `asgiws.runner.run()`, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -26,14 +29,13 @@ import os
 import signal
 import socket
 import stat
-import sys
 import threading
-from typing import Any, Coroutine, List, Optional, Set
+from typing import Any, Coroutine, List, Optional
 
-from asgiws.asgi.app import AppImportError
 from asgiws.asgi.lifespan import Lifespan, LifespanFailure
-from asgiws.config import Config, ConfigError
+from asgiws.config import Config
 from asgiws.http.protocol import HttpProtocol
+from asgiws.state import ServerState
 
 logger = logging.getLogger("asgiws.error")
 
@@ -41,28 +43,6 @@ HANDLED_SIGNALS = (
     signal.SIGINT,  # Ctrl+C
     signal.SIGTERM,  # `kill`, systemd, Docker, Kubernetes
 )
-
-class ServerState:
-    """Shared by the server and every connection protocol in one process."""
-
-    def __init__(self) -> None:
-        self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
-        self.tasks: Set[asyncio.Task] = set()  # app tasks, for graceful shutdown
-        self._total_requests = 0
-        # --limit-max-requests: called once, when the request that reaches the limit completes.
-        self.request_limit: Optional[int] = None
-        self.on_request_limit: Any = None
-
-    @property
-    def total_requests(self) -> int:
-        """HTTP requests answered (the protocol adds one per completed response)."""
-        return self._total_requests
-
-    @total_requests.setter
-    def total_requests(self, value: int) -> None:
-        self._total_requests = value
-        if value == self.request_limit:
-            self.on_request_limit()
 
 
 class StartupError(Exception):
@@ -439,32 +419,3 @@ def run_event_loop(loop: asyncio.AbstractEventLoop, main: Coroutine) -> Any:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
-
-
-def run(app: Any, **settings: Any) -> None:
-    """Serve `app` (an ASGI callable or "module:attribute") until SIGINT / SIGTERM.
-
-    Takes the settings of `Config` as keyword arguments, and behaves like the `asgiws` command:
-    logs to stderr, and exits with status 1 (one line on stderr) if the server cannot start.
-    An invalid setting raises ConfigError.
-    """
-    from asgiws.logging import configure_logging
-
-    config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config)
-    try:
-        if config.workers > 1:
-            from asgiws.workers import Supervisor
-
-            status = Supervisor(config).run()
-            if status:
-                sys.exit(status)
-        else:
-            Server(config).run()
-    except (AppImportError, StartupError, ConfigError) as exc:
-        # A failure inside the user's module deserves its traceback; the rest is one line.
-        cause = exc.__cause__ if isinstance(exc, AppImportError) else None
-        logger.error("%s", exc, exc_info=cause)
-        sys.exit(1)
-    except KeyboardInterrupt:  # Ctrl+C before the signal handlers were installed
-        pass

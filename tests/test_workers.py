@@ -1,4 +1,4 @@
-"""`--workers N`: a supervisor process and N worker processes, with real signals (asgiws.workers).
+"""`--workers N`: a supervisor process and N worker processes, with real signals (asgiws.supervisors.multiprocess).
 
 The app is tests/apps/production.py: GET /pid answers with the serving process's pid.
 """
@@ -266,7 +266,7 @@ def test_worker_that_does_not_exit_is_killed_after_the_margin(spawn_server, tmp_
     """A lifespan shutdown that blocks the worker's event loop (so its own lifespan timeout cannot
     cancel it) keeps the worker alive: the supervisor kills it SHUTDOWN_MARGIN seconds after the
     graceful and lifespan timeouts and still exits."""
-    from asgiws.workers import SHUTDOWN_MARGIN
+    from asgiws.supervisors.multiprocess import SHUTDOWN_MARGIN
 
     (tmp_path / "stuck.py").write_text(
         "import time\n"

@@ -62,7 +62,7 @@ from asgiws.stall import WriteStallWatch
 
 if TYPE_CHECKING:
     from asgiws.config import Config
-    from asgiws.server import ServerState
+    from asgiws.state import ServerState
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
