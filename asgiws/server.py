@@ -26,6 +26,7 @@ import errno
 import ipaddress
 import logging
 import os
+import random
 import signal
 import socket
 import stat
@@ -68,7 +69,9 @@ class Server:
         self._exit_requested: Optional[asyncio.Event] = None
         self._uds_path: Optional[str] = None  # a socket file we created, removed on shutdown
         if config.limit_max_requests is not None:
-            self.server_state.request_limit = config.limit_max_requests
+            # Drawn per process (random is reseeded after a fork), so workers restart apart.
+            jitter = random.randint(0, config.limit_max_requests_jitter)
+            self.server_state.request_limit = config.limit_max_requests + jitter
             self.server_state.on_request_limit = self._request_limit_reached
 
     # -- entry points ------------------------------------------------------------------------
@@ -164,7 +167,7 @@ class Server:
 
     def _request_limit_reached(self) -> None:
         if self._exit_requested is not None and not self._exit_requested.is_set():
-            logger.info("Served %d requests (--limit-max-requests): shutting down.", self.config.limit_max_requests)
+            logger.info("Served %d requests (--limit-max-requests): shutting down.", self.server_state.request_limit)
             self._exit_requested.set()
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -350,7 +353,8 @@ def make_ssl_context(config: Config) -> Any:
 
     `ssl.create_default_context` gives the standard library's current safe choices (TLS 1.2+, no
     compression, strong ciphers). With --ssl-ca-certs a client must present a certificate
-    signed by one of those CAs (mutual TLS).
+    signed by one of those CAs (mutual TLS), unless --ssl-cert-reqs says otherwise.
+    --ssl-ciphers replaces the TLS 1.2 cipher list; --ssl-version 5 pins TLS 1.2.
     """
     if config.ssl_certfile is None:
         return None
@@ -363,15 +367,23 @@ def make_ssl_context(config: Config) -> Any:
                 pass
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.ssl_ca_certs)
         context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password)
+        if config.ssl_ciphers:
+            context.set_ciphers(config.ssl_ciphers)
     except ssl.SSLError as exc:
+        if config.ssl_ciphers and "cipher" in str(exc).lower():
+            raise StartupError(f"TLS: --ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows") from None
         raise StartupError(
             f"TLS: could not load {', '.join(files)}: {exc.reason or exc} (not PEM, a key that does not "
             "match the certificate, or a wrong --ssl-keyfile-password?)"
         ) from None
     except OSError as exc:
         raise StartupError(f"TLS: could not read {exc.filename}: {_reason(exc)}") from None
-    if config.ssl_ca_certs is not None:
+    if config.ssl_cert_reqs is not None:
+        context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
+    elif config.ssl_ca_certs is not None:
         context.verify_mode = ssl.CERT_REQUIRED
+    if config.ssl_version == 5:  # ssl.PROTOCOL_TLSv1_2, a deprecated name
+        context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
     return context
 

@@ -215,7 +215,7 @@ def test_worker_that_fails_to_boot_stops_the_supervisor(spawn, tmp_path):
         "    await send({'type': 'lifespan.startup.failed', 'message': 'no database'})\n"
     )
     proc = spawn(["failing:app", "--workers", "2", "--port", "0", "--app-dir", str(tmp_path)])
-    assert proc.wait() == 1
+    assert proc.wait() == 3  # STARTUP_FAILURE
     assert "Application startup failed: no database" in proc.text
     assert re.search(r"Worker \[\d+\] failed to boot \(exit status 1\): stopping", proc.text)
 
@@ -235,7 +235,7 @@ def test_taken_port_fails_in_the_supervisor(spawn):
         taken.listen()
         proc = spawn(["production:app", "--workers", "2", "--port", str(taken.getsockname()[1]),
                       "--app-dir", str(APPS)])  # fmt: skip
-        assert proc.wait() == 1
+        assert proc.wait() == 3  # STARTUP_FAILURE
     assert "address already in use" in proc.text
     assert "Started server process" not in proc.text  # no worker was started
 

@@ -11,7 +11,8 @@ the fork, so a reload picks up new code). It:
 
 - starts the workers and waits until each is serving: a worker writes one byte to its readiness
   pipe once its lifespan startup is complete and it accepts connections. Then it logs the
-  address. A worker that fails to boot at startup stops everything (exit status 1);
+  address. A worker that fails to boot at startup stops everything (the command exits with
+  status 3);
 - replaces a worker that dies (a crash, `kill -9`, --limit-max-requests reached). A worker that
   fails to boot later (a bad deploy) is retried with a growing delay while the others serve;
 - SIGTERM / SIGINT: sends SIGTERM to every worker (each shuts down gracefully: see
