@@ -35,9 +35,6 @@ REFUSED: Dict[str, Tuple[bool, str]] = {
                        "(nginx: listen 443 ssl; http2 on;)"),
     "--h11-max-incomplete-event-size": (True, "asgiws does not use h11; the bound on an incomplete request head "
                                               "is --limit-max-head (bytes, default 65536)"),
-    "--timeout-worker-healthcheck": (True, "asgiws' --workers supervisor sees a worker die at once and does not "
-                                           "ping workers; to restart one whose event loop is stuck, run under gunicorn "
-                                           "(-k asgiws.workers.AsgiwsWorker --timeout N)"),
 }  # fmt: skip
 
 # uvicorn's parameter names (its UVICORN_* variables) that differ from the asgiws setting's.
@@ -47,7 +44,6 @@ REFUSED_NAMES = {
     "reload": "--reload", "reload_dirs": "--reload-dir", "reload_includes": "--reload-include",
     "reload_excludes": "--reload-exclude", "reload_delay": "--reload-delay", "http2": "--http2",
     "h11_max_incomplete_event_size": "--h11-max-incomplete-event-size",
-    "timeout_worker_healthcheck": "--timeout-worker-healthcheck",
 }  # fmt: skip
 # Variables uvicorn reads without its prefix, and the setting each fills.
 PLAIN_VARIABLES = {"WEB_CONCURRENCY": "workers", "FORWARDED_ALLOW_IPS": "forwarded_allow_ips"}

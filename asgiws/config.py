@@ -483,6 +483,9 @@ class Config:
     limit_max_requests: Optional[int] = setting(
         None, "A process exits gracefully after this many HTTP requests; with --workers the supervisor replaces it (none: never).",
         count_or_none, "Processes")  # fmt: skip
+    timeout_worker_healthcheck: Optional[float] = setting(
+        5, "With --workers, kill and replace a worker that does not answer the supervisor's health check (a thread in it writes to a pipe every second) for this many seconds: a stopped process, or one stuck holding the GIL (none: no check).",
+        seconds_or_none, "Processes")  # fmt: skip
     limit_max_requests_jitter: int = setting(
         0, "Add a random 0 to N requests to limit_max_requests in each process, so workers do not all restart at once.",
         count_or_zero, "Processes")  # fmt: skip

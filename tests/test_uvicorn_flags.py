@@ -168,7 +168,7 @@ CASES: Dict[str, List[Tuple[List[str], Expected]]] = {
     "--limit-max-requests-jitter": [(["--limit-max-requests-jitter", "50"], {"limit_max_requests_jitter": 50})],
     "--timeout-keep-alive": [(["--timeout-keep-alive", "7"], {"timeout_keep_alive": 7.0})],
     "--timeout-graceful-shutdown": [(["--timeout-graceful-shutdown", "12"], {"timeout_graceful_shutdown": 12.0})],
-    "--timeout-worker-healthcheck": [(["--timeout-worker-healthcheck", "5"], "--timeout-worker-healthcheck: asgiws' --workers supervisor")],
+    "--timeout-worker-healthcheck": [(["--timeout-worker-healthcheck", "2"], {"timeout_worker_healthcheck": 2.0})],
     "--ssl-keyfile": [(["--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], {"ssl_keyfile": "k.pem"})],
     "--ssl-certfile": [(["--ssl-certfile", "c.pem"], {"ssl_certfile": "c.pem"})],
     "--ssl-keyfile-password": [(["--ssl-certfile", "c.pem", "--ssl-keyfile-password", "pw"], {"ssl_keyfile_password": "pw"})],

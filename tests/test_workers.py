@@ -111,6 +111,18 @@ def test_worker_that_crashes_is_replaced(spawn_server, tmp_path):
         assert get(proc) == b"ok"
 
 
+def test_worker_that_stops_answering_the_health_check_is_replaced(spawn_server, tmp_path):
+    """--timeout-worker-healthcheck (uvicorn's): a stopped worker is killed, then replaced."""
+    with spawn_workers(spawn_server, tmp_path, "--timeout-worker-healthcheck", "1") as proc:
+        victim, survivor = serving_pids(proc)
+        os.kill(victim, signal.SIGSTOP)
+        proc.wait_for_line(rf"Worker \[{victim}\] did not answer the health check for 1s: killing it")
+        proc.wait_for_line(rf"Worker \[{victim}\] died \(killed by SIGKILL\); starting a new one")
+        replacement = int(proc.wait_for_line(rf"Worker \[(?!{victim}\]|{survivor}\])(\d+)\] is serving").group(1))
+        assert pids_answering(proc, {survivor, replacement}) == {survivor, replacement}
+        assert "did not answer the health check" not in proc.text.replace(f"[{victim}] did not", "")
+
+
 def test_sighup_replaces_every_worker_without_failing_a_request(spawn_server, tmp_path):
     with spawn_workers(spawn_server, tmp_path, workers=3) as proc:
         old = set(serving_pids(proc))

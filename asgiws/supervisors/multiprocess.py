@@ -15,6 +15,10 @@ the fork, so a reload picks up new code). It:
   status 3);
 - replaces a worker that dies (a crash, `kill -9`, --limit-max-requests reached). A worker that
   fails to boot later (a bad deploy) is retried with a growing delay while the others serve;
+- health check (--timeout-worker-healthcheck, uvicorn's): a thread in each worker writes a byte
+  to its health pipe every HEALTH_INTERVAL; a worker silent for the timeout — stopped, or stuck
+  in code that holds the GIL — is SIGKILLed, then replaced as a dead one. A thread, not the event
+  loop, answers, as in uvicorn: a slow handler on the loop does not get its worker killed;
 - SIGTERM / SIGINT: sends SIGTERM to every worker (each shuts down gracefully: see
   asgiws.server), waits up to --timeout-graceful-shutdown, --timeout-lifespan-shutdown and
   SHUTDOWN_MARGIN, then SIGKILLs
@@ -49,6 +53,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -76,6 +81,9 @@ RESPAWN_DELAY, RESPAWN_DELAY_MAX = 0.5, 30.0
 # How often a worker checks that its supervisor is still there.
 PARENT_CHECK_INTERVAL = 1.0
 
+# How often a worker's health thread writes to its pipe (at most; less with a short timeout).
+HEALTH_INTERVAL = 1.0
+
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
 
@@ -88,9 +96,11 @@ class Phase(enum.Enum):
 class WorkerProcess:
     """The supervisor's view of one worker."""
 
-    def __init__(self, pid: int, ready_fd: int, generation: int) -> None:
+    def __init__(self, pid: int, ready_fd: int, generation: int, health_fd: Optional[int] = None) -> None:
         self.pid = pid
         self.ready_fd: Optional[int] = ready_fd  # read end of the readiness pipe, until it reports
+        self.health_fd = health_fd  # read end of the health pipe (--timeout-worker-healthcheck)
+        self.last_heard = time.monotonic()
         self.generation = generation  # SIGHUP starts a new generation and retires the older ones
         self.ready = False
         self.stopping = False  # sent SIGTERM: its exit is expected
@@ -149,22 +159,30 @@ class Supervisor:
         now = time.monotonic()
         if self.phase is Phase.STOPPING:
             return max(0.0, min(1.0, self.kill_deadline - now))
+        longest = 1.0 if self.config.timeout_worker_healthcheck is None else min(1.0, self._health_interval())
         if self.next_spawn > now:
-            return min(1.0, self.next_spawn - now)
-        return 1.0
+            return min(longest, self.next_spawn - now)
+        return longest
+
+    def _health_interval(self) -> float:
+        return min(HEALTH_INTERVAL, self.config.timeout_worker_healthcheck / 4)
 
     def _wait_for_events(self, timeout: float) -> None:
         """Sleep until a signal arrives, a worker reports ready, or `timeout`; handle what came."""
         waiting = {worker.ready_fd: worker for worker in self.workers.values() if worker.ready_fd is not None}
+        health = {worker.health_fd: worker for worker in self.workers.values() if worker.health_fd is not None}
         try:
-            readable, _, _ = select.select([self._wakeup_r, *waiting], [], [], timeout)
+            readable, _, _ = select.select([self._wakeup_r, *waiting, *health], [], [], timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
             readable = []
         for fd in readable:
             if fd == self._wakeup_r:
                 self._handle_signals()
-            else:
+            elif fd in waiting:
                 self._readiness_reported(waiting[fd])
+            else:
+                self._heard_from(health[fd])
+        self._check_health()
 
     def _readiness_reported(self, worker: WorkerProcess) -> None:
         assert worker.ready_fd is not None
@@ -179,6 +197,32 @@ class Supervisor:
             self.boot_failures = 0
             logger.info("Worker [%d] is serving", worker.pid)
 
+    # -- health check ------------------------------------------------------------------------
+
+    def _heard_from(self, worker: WorkerProcess) -> None:
+        assert worker.health_fd is not None
+        try:
+            data = os.read(worker.health_fd, 512)
+        except OSError:
+            data = b""
+        if data:
+            worker.last_heard = time.monotonic()
+        else:  # the worker is exiting; _reap tells how
+            os.close(worker.health_fd)
+            worker.health_fd = None
+
+    def _check_health(self) -> None:
+        timeout = self.config.timeout_worker_healthcheck
+        if timeout is None:
+            return
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.health_fd is not None and now - worker.last_heard > timeout:
+                logger.warning("Worker [%d] did not answer the health check for %gs: killing it", worker.pid, timeout)
+                os.close(worker.health_fd)
+                worker.health_fd = None
+                self._signal(worker, signal.SIGKILL)  # _reap replaces it
+
     # -- starting and replacing workers ------------------------------------------------------
 
     def _active(self) -> List[WorkerProcess]:
@@ -192,11 +236,13 @@ class Supervisor:
 
     def _spawn(self) -> None:
         ready_r, ready_w = os.pipe()
+        health_r, health_w = os.pipe() if self.config.timeout_worker_healthcheck is not None else (None, None)
         try:
             pid = os.fork()
         except OSError as exc:  # out of processes or memory: try again later, keep serving
-            os.close(ready_r)
-            os.close(ready_w)
+            for fd in (ready_r, ready_w, health_r, health_w):
+                if fd is not None:
+                    os.close(fd)
             logger.error("Could not start a worker: %s; trying again in %.1fs", exc, RESPAWN_DELAY_MAX)
             self.next_spawn = time.monotonic() + RESPAWN_DELAY_MAX
             return
@@ -205,11 +251,16 @@ class Supervisor:
             try:
                 os.close(ready_r)
                 self._in_child()
+                if health_r is not None:
+                    os.close(health_r)
+                    _start_health_thread(health_w, self._health_interval())
                 status = run_worker(self.config, self.sockets, ready_w)
             finally:
                 os._exit(status)
         os.close(ready_w)
-        self.workers[pid] = WorkerProcess(pid, ready_r, self.generation)
+        if health_w is not None:
+            os.close(health_w)
+        self.workers[pid] = WorkerProcess(pid, ready_r, self.generation, health_r)
 
     def _in_child(self) -> None:
         """Right after the fork: drop what belongs to the supervisor."""
@@ -218,6 +269,8 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's signal (a reload), not ours
         for fd in [self._wakeup_r, self._wakeup_w] + [w.ready_fd for w in self.workers.values() if w.ready_fd]:
+            os.close(fd)
+        for fd in [w.health_fd for w in self.workers.values() if w.health_fd is not None]:
             os.close(fd)
 
     def _reap(self) -> None:
@@ -231,8 +284,9 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            if worker.ready_fd is not None:
-                os.close(worker.ready_fd)
+            for fd in (worker.ready_fd, worker.health_fd):
+                if fd is not None:
+                    os.close(fd)
             self._worker_exited(worker, status)
 
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
@@ -408,6 +462,21 @@ def run_worker(config: Config, sockets: List[socket.socket], ready_fd: int) -> i
                 stream.flush()
             except Exception:  # pragma: no cover
                 pass
+
+
+def _start_health_thread(fd: int, interval: float) -> None:
+    """In a worker: write a byte to the supervisor every `interval` from a thread of its own,
+    until the pipe breaks (the supervisor is gone) or the process exits."""
+
+    def beat() -> None:
+        try:
+            while True:
+                os.write(fd, b".")
+                time.sleep(interval)
+        except OSError:
+            pass
+
+    threading.Thread(target=beat, name="asgiws-health", daemon=True).start()
 
 
 class _Worker:
