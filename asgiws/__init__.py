@@ -5,7 +5,8 @@
 """
 
 from asgiws.config import Config
-from asgiws.server import Server, run
+from asgiws.runner import run
+from asgiws.server import Server
 
 __version__ = "0.1.0"
 

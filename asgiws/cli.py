@@ -1,7 +1,10 @@
 """The `asgiws` command (also `python -m asgiws`).
 
 Every flag, and its ASGIWS_* environment variable, comes from the settings table in
-asgiws.config. Precedence: command line, then environment, then the default.
+asgiws.config. Precedence: command line, then ASGIWS_*, then uvicorn's variables (UVICORN_*,
+WEB_CONCURRENCY, FORWARDED_ALLOW_IPS: asgiws.compat), then the default. uvicorn's flags that
+asgiws does not take are refused with the reason (asgiws.compat.REFUSED). `--check` stops after
+loading the app.
 """
 
 from __future__ import annotations
@@ -9,10 +12,20 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from asgiws import __version__
-from asgiws.config import BOOL_WORDS, SETTINGS, ConfigError, Setting, settings_from_env, unknown_env_vars
+from asgiws.compat import REFUSED, settings_from_uvicorn_env
+from asgiws.config import (
+    BOOL_WORDS,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    ConfigError,
+    Setting,
+    settings_from_env,
+    unknown_env_vars,
+)
+from asgiws.runner import check, run
 
 DESCRIPTION = """\
 Serve an ASGI application (Starlette, FastAPI, Django, or plain ASGI 3) over HTTP/1.1 and
@@ -29,13 +42,17 @@ examples:
   asgiws myapp:create_app --factory        call create_app() to get the app
   asgiws myapp:app --uds /run/myapp.sock   behind nginx, on a Unix socket
   ASGIWS_PORT=9000 asgiws myapp:app        any flag as an environment variable
+  asgiws myapp:app --check                 check the settings and import the app, then exit
 
 Every flag has an environment variable: --ws-max-size is ASGIWS_WS_MAX_SIZE, and the app is
 ASGIWS_APP. A flag wins over its environment variable. Values: `none` switches off the settings
 that allow it; bools take true/false (or --no-FLAG). The full list: docs/settings.md.
 
-exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 if the server could not start,
-2 for invalid arguments."""
+uvicorn's flags and its UVICORN_* variables work with uvicorn's meaning, or are refused with
+the reason; the table: docs/settings.md, "Coming from uvicorn".
+
+exit status: 0 after a clean shutdown (SIGINT/SIGTERM) or a passed --check, 2 for invalid
+arguments, 3 if the server could not start (as uvicorn and gunicorn)."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -51,6 +68,13 @@ class _ExtendList(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
         earlier = getattr(namespace, self.dest, None)
         setattr(namespace, self.dest, values if values is None or earlier is None else earlier + values)
+
+
+class _Refuse(argparse.Action):
+    """A uvicorn flag asgiws does not take: exit at once, with the reason (asgiws.compat.REFUSED)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        parser.error(f"{option_string}: {REFUSED[option_string][1]}")
 
 
 def _converter(entry: Setting) -> Any:
@@ -71,9 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a prefix is never a flag: a future uvicorn flag must not read as one of ours
     )
     parser.add_argument("app", nargs="?", metavar="APP", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--check", action="store_true", default=argparse.SUPPRESS,
+                        help="Check the settings, import APP (and call its factory), load the TLS files, "
+                             "then exit with status 0 without serving.")  # fmt: skip
     groups: Dict[str, Any] = {}
     for entry in SETTINGS:
         if entry.name == "app":
@@ -94,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar=metavar if "|" in entry.parse.kind else metavar.upper(), help=help_text,
                 action=_ExtendList if entry.is_list else "store",
             )  # fmt: skip
+    refused = parser.add_argument_group("uvicorn's flags that asgiws refuses (exit status 2, with the reason)")
+    for flag, (takes_value, reason) in REFUSED.items():
+        refused.add_argument(flag, action=_Refuse, nargs=None if takes_value else 0, default=argparse.SUPPRESS,
+                             metavar="VALUE", help=reason.replace("%", "%%"))  # fmt: skip
     return parser
 
 
@@ -134,25 +166,42 @@ def _bool_flag(flag: str, value: str) -> str:
     return flag if on else "--no-" + flag[2:]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def parse_settings(
+    argv: Sequence[str], environ: Optional[Mapping[str, str]] = None
+) -> Tuple[Dict[str, Any], List[str], bool]:
+    """The settings `argv` and the environment give, the warnings to print, and whether --check
+    was asked for. Exits with status 2 (one line) on anything invalid."""
     parser = build_parser()
-    args = parser.parse_args(normalise_bool_flags(sys.argv[1:] if argv is None else argv))
+    args = vars(parser.parse_args(normalise_bool_flags(argv)))
+    checking = bool(args.pop("check", False))
     try:
-        settings = settings_from_env()
+        settings, warnings = settings_from_uvicorn_env(environ)
+        settings.update(settings_from_env(environ))
     except ConfigError as exc:
         parser.error(str(exc))
-    settings.update(vars(args))
+    settings.update(args)
     if settings.get("app") is None:
         parser.error("missing APP, the application as module:attribute (e.g. asgiws myapp:app)")
-    for name in unknown_env_vars():
-        print(f"asgiws: warning: ignoring {name}, which is not a setting", file=sys.stderr)
+    warnings += [f"ignoring {name}, which is not a setting" for name in unknown_env_vars(environ)]
+    return settings, warnings, checking
 
-    from asgiws.server import run
 
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    settings, warnings, checking = parse_settings(sys.argv[1:] if argv is None else argv)
+    for warning in warnings:
+        print(f"asgiws: warning: {warning}", file=sys.stderr)
     try:
+        if checking:
+            config = check(**settings)
+            print(f"asgiws: check passed: {settings['app']} loads", flush=True)
+            for name, entry in SETTINGS_BY_NAME.items():
+                value = getattr(config, name)
+                if name != "app" and value != entry.default:
+                    print(f"{name} = {entry.text(value)}")
+            return
         run(**settings)
     except ConfigError as exc:
-        parser.error(str(exc))
+        _ArgumentParser(prog="asgiws").error(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from asgiws.headers import ResponseFields  # standard library only, like this module
 from asgiws.websocket.origin import OriginPolicy, origin_policy  # standard library only, like this module
 
 ASGIApp = Callable[..., Any]
@@ -34,6 +37,8 @@ class ConfigError(ValueError):
 # Value parsers: text (a flag or an environment variable) → value, with range checks.
 # A parser is also used to check values given from Python (`Config(port=-1)`).
 # ---------------------------------------------------------------------------------------------
+
+LOOP_CHOICES = ("auto", "uvloop", "asyncio", "none")
 
 BOOL_WORDS = {
     "true": True, "yes": True, "on": True, "1": True,
@@ -53,11 +58,15 @@ class ValueParser:
         convert: Callable[[str], Any],
         check: Callable[[Any], Optional[str]] = lambda value: None,
         nullable: bool = False,
+        refused: Optional[Dict[Any, str]] = None,
     ) -> None:
         self.kind = kind
         self._convert = convert
         self._check = check
         self.nullable = nullable  # `none` (any case) and None are accepted and mean "disabled"
+        # Values another server (uvicorn) takes and asgiws does not, each with the one-line reason
+        # that names what to use instead.
+        self.refused = refused or {}
 
     def __call__(self, text: str) -> Any:
         text = text.strip()
@@ -73,6 +82,8 @@ class ValueParser:
     def check(self, value: Any) -> None:
         if value is None and self.nullable:
             return
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value in self.refused:
+            raise ValueError(f"{value!r} is not available: {self.refused[value]}")
         problem = self._check(value)
         if problem is not None:
             raise ValueError(f"expected {problem}, got {value!r}")
@@ -118,10 +129,12 @@ text_or_none = ValueParser("text", str, _is(str, "text", bool), nullable=True)
 octal_value = ValueParser("octal", lambda text: int(text, 8),
                           _is(int, "permissions in octal, 0o000-0o777", lambda v: 0 <= v <= 0o777))  # fmt: skip
 bool_value = ValueParser("bool", _to_bool, _is(bool, "true or false", lambda v: True))
+bool_or_none = ValueParser("bool", _to_bool, _is(bool, "true or false", lambda v: True), nullable=True)
 port_value = ValueParser("int", int, _is(int, "a port number 0-65535", lambda v: 0 <= v <= 65535))
 fd_or_none = ValueParser("int", int, _is(int, "a file descriptor >= 0", lambda v: v >= 0), nullable=True)
 count_value = ValueParser("int", int, _is(int, "an integer >= 1", lambda v: v >= 1))
 count_or_zero = ValueParser("int", int, _is(int, "an integer >= 0", lambda v: v >= 0))
+count_or_zero_or_none = ValueParser("int", int, _is(int, "an integer >= 0", lambda v: v >= 0), nullable=True)
 count_or_none = ValueParser("int", int, _is(int, "an integer >= 1", lambda v: v >= 1), nullable=True)
 bytes_value = ValueParser("bytes", int, _is(int, "a number of bytes >= 1", lambda v: v >= 1))
 seconds_value = ValueParser(
@@ -168,8 +181,10 @@ class ListParser(ValueParser):
     """A comma-separated list → a tuple of its entries; `check` judges the whole list (a list or
     tuple from Python). Its flag may be repeated, and the entries add up."""
 
-    def __init__(self, kind: str, check: Callable[[Any], Optional[str]], nullable: bool = False) -> None:
-        super().__init__(kind, lambda text: tuple(e.strip() for e in text.split(",") if e.strip()), check, nullable)
+    def __init__(self, kind: str, check: Callable[[Any], Optional[str]], nullable: bool = False,
+                 separator: str = ",") -> None:  # fmt: skip
+        super().__init__(kind, lambda text: tuple(e.strip() for e in text.split(separator) if e.strip()),
+                         check, nullable)  # fmt: skip
 
 
 def _origins_check(value: Any) -> Optional[str]:
@@ -186,11 +201,60 @@ def _origins_check(value: Any) -> Optional[str]:
 origins_value = ListParser("origins", _origins_check, nullable=True)
 
 
-def choice(*choices: str) -> ValueParser:
+def _headers_check(value: Any) -> Optional[str]:
+    expected = "NAME:VALUE (a header field name, a colon, its value)"
+    if not isinstance(value, (list, tuple)):
+        return expected
+    for entry in value:
+        if not isinstance(entry, str):
+            return expected
+        name, colon, field_value = entry.partition(":")
+        if not colon or not _TOKEN.fullmatch(name.strip()) or "\r" in entry or "\n" in entry:
+            return expected
+        try:
+            field_value.strip().encode("latin-1")
+        except UnicodeEncodeError:
+            return expected + " in Latin-1"
+    return None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a field name is a token
+# One header per --header flag (its value may hold commas); one per line in ASGIWS_HEADER.
+headers_value = ListParser("name:value", _headers_check, nullable=True, separator="\n")
+
+
+def _loop_check(value: Any) -> Optional[str]:
+    if isinstance(value, str) and (value in LOOP_CHOICES or (":" in value and all(value.partition(":")[::2]))):
+        return None
+    return "auto, uvloop, asyncio, none, or the import path of a function that returns a new loop (module:function)"
+
+
+loop_value = ValueParser(
+    "|".join(LOOP_CHOICES) + "|module:function", lambda text: text if ":" in text else text.lower(), _loop_check,
+    refused={"zuvloop": "asgiws does not support zuvloop; use auto, uvloop, asyncio or an import path"},
+)  # fmt: skip
+
+# The ssl module's protocol numbers (uvicorn's --ssl-version takes them). asgiws' context is
+# ssl.create_default_context (TLS 1.2 or later, negotiated); 5 pins it to TLS 1.2 alone.
+SSL_VERSIONS = {2: "TLS (negotiated)", 17: "TLS (negotiated)", 5: "TLS 1.2 only"}
+ssl_version_value = ValueParser(
+    "int", int, _is(int, "2 or 17 (TLS 1.2 or later, negotiated) or 5 (TLS 1.2 only)", lambda v: v in SSL_VERSIONS),
+    refused={3: "TLS 1.0 is insecure and asgiws serves TLS 1.2 or later (--ssl-version 17, the default)",
+             4: "TLS 1.1 is insecure and asgiws serves TLS 1.2 or later (--ssl-version 17, the default)",
+             16: "that is ssl.PROTOCOL_TLS_CLIENT, a client's protocol; a server uses 17 (the default)"},
+)  # fmt: skip
+# ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED.
+cert_reqs_value = ValueParser(
+    "int", int, _is(int, "0 (no client certificate), 1 (optional) or 2 (required)", lambda v: v in (0, 1, 2)),
+    nullable=True,
+)  # fmt: skip
+
+
+def choice(*choices: str, refused: Optional[Dict[Any, str]] = None) -> ValueParser:
     def check(value: Any) -> Optional[str]:
         return None if value in choices else "one of " + ", ".join(choices)
 
-    return ValueParser("|".join(choices), lambda text: text.lower(), check)
+    return ValueParser("|".join(choices), lambda text: text.lower(), check, refused=refused)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +282,7 @@ class Setting:
 
     @property
     def is_bool(self) -> bool:
-        return self.parse is bool_value
+        return self.parse.kind == "bool"
 
     @property
     def is_list(self) -> bool:
@@ -227,7 +291,12 @@ class Setting:
     @property
     def default_text(self) -> str:
         """The default as a user would type it: `none`, `true`, `""`, `127.0.0.1`, `16777216`."""
-        value = self.default
+        return self.text(self.default)
+
+    def text(self, value: Any) -> str:
+        """A value of this setting as a user would type it (a list: as JSON)."""
+        if isinstance(value, (list, tuple)):
+            return json.dumps(list(value))
         if value is None:
             return "none"
         if isinstance(value, bool):
@@ -245,13 +314,17 @@ def setting(default: Any, help: str, parse: ValueParser, group: str) -> Any:
     )
 
 
-LISTEN, APP, LIMITS, WS, LOGGING = (
-    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging",
+LISTEN, APP, LIMITS, WS, LOGGING, HEADERS = (
+    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging", "Response headers",
 )  # fmt: skip
 
-LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 LIFESPAN_CHOICES = ("auto", "on", "off")
-LOG_LEVEL_CHOICES = ("critical", "error", "warning", "info", "debug")
+LOG_LEVEL_CHOICES = ("critical", "error", "warning", "info", "debug", "trace")
+# uvicorn's names for its WebSocket implementations: asgiws has one of its own, used for all of them.
+UVICORN_WS = ("websockets", "websockets-sansio", "wsproto")
+# How many bytes of --ws-read-high-water one message of uvicorn's --ws-max-queue stands for: its
+# default, 32 messages, is asgiws' default bound, 1 MiB.
+WS_QUEUE_ITEM_BYTES = 32 * 1024
 
 
 @dataclass
@@ -277,8 +350,9 @@ class Config:
     backlog: int = setting(2048, "Queue length for connections not yet accepted (listen(2) backlog).",
                            count_value, LISTEN)
 
-    loop: str = setting("auto", "Event loop: auto uses uvloop when it is installed, else asyncio.",
-                        choice(*LOOP_CHOICES), APP)
+    loop: str = setting(
+        "auto", "Event loop: auto uses uvloop when it is installed, else asyncio (none, uvicorn's word, is asyncio too); or module:function, a function that returns a new event loop.",
+        loop_value, APP)  # fmt: skip
     lifespan: str = setting(
         "auto", "ASGI lifespan events: auto runs them if the app supports them, on requires them, off skips them.",
         choice(*LIFESPAN_CHOICES), APP)  # fmt: skip
@@ -288,6 +362,23 @@ class Config:
     root_path: str = setting(
         "", 'Path prefix the app is mounted under behind a proxy (ASGI "root_path"), e.g. /api.',
         root_path_value, APP)  # fmt: skip
+    interface: str = setting(
+        "auto", "How to call APP: auto tells ASGI 3 from ASGI 2 by its signature; asgi3 or asgi2 say it outright.",
+        choice("auto", "asgi3", "asgi2", refused={
+            "wsgi": "asgiws serves ASGI apps only; wrap a WSGI app in a2wsgi's WSGIMiddleware (pip install a2wsgi)"}),
+        APP)  # fmt: skip
+    http: str = setting(
+        "auto", "HTTP/1.1 parser: httptools, the only one asgiws has (auto is httptools too; uvicorn's h11 is refused).",
+        choice("auto", "httptools", refused={
+            "h11": "asgiws parses HTTP/1.1 with httptools only (as strict as h11, and faster); use auto or httptools",
+            "zttp": "asgiws parses HTTP/1.1 with httptools only; use auto or httptools"}),
+        APP)  # fmt: skip
+    reset_contextvars: bool = setting(
+        False, "Run each HTTP request and WebSocket session in a fresh contextvars.Context, so no context variable set elsewhere (lifespan, instrumentation) reaches the app.",
+        bool_value, APP)  # fmt: skip
+    env_file: Optional[str] = setting(
+        None, "Load environment variables from this .env file before importing APP (needs python-dotenv: pip install 'asgiws[dotenv]'); they do not set asgiws' own settings.",
+        path_or_none, APP)  # fmt: skip
 
     timeout_keep_alive: float = setting(
         5, "Close an idle keep-alive connection after this many seconds without a new request.",
@@ -310,6 +401,9 @@ class Config:
         10.0, "On shutdown, wait this long for the app to answer lifespan.shutdown before cancelling its lifespan call.",
         seconds_value, LIMITS)  # fmt: skip
 
+    ws: str = setting(
+        "auto", "WebSocket support: auto (asgiws' own implementation) or none (HTTP only: an upgrade request is served as plain HTTP). uvicorn's websockets, websockets-sansio and wsproto are taken as auto.",
+        choice("auto", "none", *UVICORN_WS), WS)  # fmt: skip
     ws_max_size: int = setting(
         16 * 1024 * 1024, "Largest WebSocket message in bytes (after decompression); larger closes with 1009.",
         bytes_value, WS)  # fmt: skip
@@ -343,6 +437,9 @@ class Config:
     ws_read_high_water: int = setting(
         1048576, "Pause reading a WebSocket once this many received bytes wait for the app (each message counted with its overhead); resume below a quarter.",
         bytes_value, WS)  # fmt: skip
+    ws_max_queue: Optional[int] = setting(
+        None, "uvicorn's bound on received messages waiting for the app; asgiws bounds them in bytes, so N sets ws_read_high_water to N x 32 KiB (uvicorn's 32 is asgiws' 1 MiB) unless that is set too (none: ws_read_high_water alone).",
+        count_or_none, WS)  # fmt: skip
     ws_frame_overhead: int = setting(
         64, "Bytes every received data frame counts toward ws_max_size besides its payload, so a message in many tiny or empty fragments hits the limit (1009) like a large one.",
         count_or_zero, WS)  # fmt: skip
@@ -353,25 +450,45 @@ class Config:
     log_level: str = setting("info", "Log level of the asgiws loggers.", choice(*LOG_LEVEL_CHOICES), LOGGING)
     access_log: bool = setting(True, 'Log one line per HTTP request to the "asgiws.access" logger.',
                                bool_value, LOGGING)
+    use_colors: Optional[bool] = setting(
+        None, "Colour the level names in the default log format (none: when the log goes to a terminal).",
+        bool_or_none, LOGGING)  # fmt: skip
+
+    # -- what the server adds to every response it writes --------------------------------------
+    server_header: bool = setting(
+        True, "Add server: asgiws to every response (HTTP, the WebSocket 101 and refusals) that has none.",
+        bool_value, HEADERS)  # fmt: skip
+    date_header: bool = setting(
+        True, "Add the date header (RFC 9110 6.6.1) to every response (HTTP, the WebSocket 101 and refusals) that has none.",
+        bool_value, HEADERS)  # fmt: skip
+    header: Optional[Tuple[str, ...]] = setting(
+        None, "Add this NAME:VALUE header to every response (HTTP, the WebSocket 101 and refusals); the flag can be repeated, the environment variable takes one per line. A server header given here replaces server: asgiws.",
+        headers_value, HEADERS)  # fmt: skip
 
     # -- behind a proxy; log configuration file ---------------------------------------------
     proxy_headers: bool = setting(
         True, "Take the client address, scheme and host from X-Forwarded-* or Forwarded headers sent by a peer in forwarded_allow_ips.",
         bool_value, "Behind a proxy")  # fmt: skip
     forwarded_allow_ips: str = setting(
-        "127.0.0.1", 'Peers trusted to send proxy headers: comma-separated IPs, CIDR networks, "*" (any), "unix:" (a Unix socket peer).',
+        "127.0.0.1", 'Peers trusted to send proxy headers: comma-separated IPs, CIDR networks, "*" (any), "unix:" (a Unix socket peer). FORWARDED_ALLOW_IPS is read when neither the flag nor ASGIWS_FORWARDED_ALLOW_IPS is given.',
         trusted_peers_value, "Behind a proxy")  # fmt: skip
     log_config: Optional[str] = setting(
-        None, "Logging configuration file (logging.dictConfig) in JSON, or YAML if PyYAML is installed; it replaces the default handlers.",
+        None, "Logging configuration file: a logging.dictConfig dictionary in JSON, or YAML if PyYAML is installed, or a logging.fileConfig .ini file; it replaces the default handlers.",
         path_or_none, LOGGING)  # fmt: skip
 
     # -- worker processes; TLS; Unix socket permissions ----------------------------------------
     workers: int = setting(
-        1, "Worker processes sharing the listening socket, under a supervisor that restarts them (1: a single process, no supervisor).",
+        1, "Worker processes sharing the listening socket, under a supervisor that restarts them (1: a single process, no supervisor). WEB_CONCURRENCY is read when neither the flag nor ASGIWS_WORKERS is given.",
         count_value, "Processes")  # fmt: skip
     limit_max_requests: Optional[int] = setting(
         None, "A process exits gracefully after this many HTTP requests; with --workers the supervisor replaces it (none: never).",
         count_or_none, "Processes")  # fmt: skip
+    timeout_worker_healthcheck: Optional[float] = setting(
+        5, "With --workers, kill and replace a worker that does not answer the supervisor's health check (a thread in it writes to a pipe every second) for this many seconds: a stopped process, or one stuck holding the GIL (none: no check).",
+        seconds_or_none, "Processes")  # fmt: skip
+    limit_max_requests_jitter: int = setting(
+        0, "Add a random 0 to N requests to limit_max_requests in each process, so workers do not all restart at once.",
+        count_or_zero, "Processes")  # fmt: skip
     uds_permissions: int = setting(
         0o666, "Permissions of the --uds socket file; connecting needs write access, and the proxy usually runs as another user.",
         octal_value, LISTEN)  # fmt: skip
@@ -384,8 +501,17 @@ class Config:
         None, "Password of an encrypted --ssl-keyfile (prefer the environment variable: a flag shows in ps).",
         text_or_none, "TLS")  # fmt: skip
     ssl_ca_certs: Optional[str] = setting(
-        None, "PEM bundle of CAs; when given, clients must present a certificate signed by one of them (mutual TLS).",
+        None, "PEM bundle of CAs; when given, clients must present a certificate signed by one of them (mutual TLS; see ssl_cert_reqs).",
         path_or_none, "TLS")  # fmt: skip
+    ssl_cert_reqs: Optional[int] = setting(
+        None, "Client certificates: 0 not asked for, 1 optional, 2 required (ssl.CERT_*); none: 2 with ssl_ca_certs, else 0.",
+        cert_reqs_value, "TLS")  # fmt: skip
+    ssl_ciphers: Optional[str] = setting(
+        None, "OpenSSL cipher list for TLS 1.2 (e.g. ECDHE+AESGCM); none keeps the standard library's choice.",
+        text_or_none, "TLS")  # fmt: skip
+    ssl_version: int = setting(
+        17, "TLS protocol as the ssl module numbers it: 17 or 2, TLS 1.2 or later, negotiated; 5, TLS 1.2 only. Older versions are refused.",
+        ssl_version_value, "TLS")  # fmt: skip
 
     def __post_init__(self) -> None:
         # Values from Python are checked like values from the command line, so a bad one fails
@@ -404,8 +530,13 @@ class Config:
                 raise ConfigError(f"{entry.name}: {exc}") from None
         if sum(x is not None for x in (self.uds, self.fd)) > 1:
             raise ConfigError("uds and fd: give at most one of them")
-        if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs):
-            raise ConfigError("ssl_keyfile, ssl_keyfile_password and ssl_ca_certs need ssl_certfile")
+        if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs
+                                          or self.ssl_cert_reqs is not None or self.ssl_ciphers):  # fmt: skip
+            raise ConfigError("ssl_keyfile, ssl_keyfile_password, ssl_ca_certs, ssl_cert_reqs and ssl_ciphers need ssl_certfile")
+        if self.ws_max_queue is not None and self.ws_read_high_water == SETTINGS_BY_NAME["ws_read_high_water"].default:
+            self.ws_read_high_water = self.ws_max_queue * WS_QUEUE_ITEM_BYTES
+        # Built once here, used for every response the server writes.
+        self.response_fields = ResponseFields(self.server_header, self.date_header, self.header or ())
         self.loaded_app: Optional[ASGIApp] = None
         # Built once here, used by every WebSocket handshake; None: nothing to check.
         self.origin_policy: Optional[OriginPolicy] = origin_policy(self.ws_allowed_origins, self.ws_require_origin)
@@ -422,11 +553,23 @@ class Config:
         if self.loaded_app is None:
             from asgiws.asgi.app import load_app
 
-            self.loaded_app = load_app(self.app, factory=self.factory, app_dir=self.app_dir)
+            if self.env_file is not None:
+                load_env_file(self.env_file)
+            self.loaded_app = load_app(self.app, factory=self.factory, app_dir=self.app_dir, interface=self.interface)
         return self.loaded_app
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         """A new event loop of the configured kind. uvloop is imported only here."""
+        if ":" in self.loop:
+            from asgiws.asgi.app import AppImportError, import_from_string
+
+            try:
+                loop = import_from_string(self.loop)()
+            except AppImportError as exc:
+                raise ConfigError(f"loop: {exc}") from None
+            if not isinstance(loop, asyncio.AbstractEventLoop):
+                raise ConfigError(f"loop: {self.loop} returned {type(loop).__name__}, not an event loop")
+            return loop
         if self.loop in ("auto", "uvloop"):
             try:
                 import uvloop
@@ -436,6 +579,17 @@ class Config:
             else:
                 return uvloop.new_event_loop()
         return asyncio.new_event_loop()
+
+
+def load_env_file(path: str) -> None:
+    """Put the variables of a .env file into os.environ (existing ones win, as uvicorn does it)."""
+    try:
+        import dotenv
+    except ImportError:
+        raise ConfigError(f"env_file: reading {path} needs python-dotenv: pip install 'asgiws[dotenv]'") from None
+    if not os.path.isfile(path):
+        raise ConfigError(f"env_file: {path} is not a file")
+    dotenv.load_dotenv(dotenv_path=path)
 
 
 SETTINGS: Tuple[Setting, ...] = tuple(

@@ -6,7 +6,8 @@ Two loggers, uvicorn's split:
                    only with --access-log
 
 --log-config FILE replaces the handlers above with a `logging.config.dictConfig` dictionary
-read from FILE (.json; .yaml / .yml with PyYAML installed). Levels the file gives the asgiws
+read from FILE (.json; .yaml / .yml with PyYAML installed), or with `logging.config.fileConfig`
+for an .ini file (uvicorn takes all three). Levels the file gives the asgiws
 loggers win; a logger it leaves without one gets --log-level. `disable_existing_loggers`
 defaults to false, since the asgiws loggers exist before the file is read and would otherwise
 go silent. --no-access-log silences asgiws.access either way.
@@ -16,13 +17,20 @@ Embedding `Server` in your own program leaves logging to you: nothing here runs 
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import logging.config
+import os
 import sys
 from typing import Any, Dict, Optional
 
 from asgiws.config import ConfigError
+
+# uvicorn's TRACE, below DEBUG. asgiws logs nothing at it: trace shows what debug shows, and
+# what an app or library logs at level 5.
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
 
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
@@ -30,17 +38,41 @@ LOG_LEVELS = {
     "warning": logging.WARNING,
     "info": logging.INFO,
     "debug": logging.DEBUG,
+    "trace": TRACE,
 }
 
 FORMAT = "%(levelname)s: %(message)s"
+
+# ANSI colours for the level name, as uvicorn uses them.
+LEVEL_COLOURS = {
+    TRACE: "\x1b[34m", logging.DEBUG: "\x1b[36m", logging.INFO: "\x1b[32m",
+    logging.WARNING: "\x1b[33m", logging.ERROR: "\x1b[31m", logging.CRITICAL: "\x1b[91m",
+}  # fmt: skip
 
 
 class _Handler(logging.StreamHandler):
     """Marks the handlers this module installed, so a second call replaces rather than doubles."""
 
 
-def configure_logging(log_level: str = "info", access_log: bool = True, log_config: Optional[str] = None) -> None:
-    """Set up the asgiws loggers. Raises ConfigError when `log_config` cannot be used."""
+class ColourFormatter(logging.Formatter):
+    """FORMAT with the level name in colour (--use-colors)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        colour = LEVEL_COLOURS.get(record.levelno)
+        if colour is None:
+            return super().formatMessage(record)
+        coloured = logging.makeLogRecord(record.__dict__)
+        coloured.levelname = f"{colour}{record.levelname}\x1b[0m"
+        return super().formatMessage(coloured)
+
+
+def configure_logging(log_level: str = "info", access_log: bool = True, log_config: Optional[str] = None,
+                      use_colors: Optional[bool] = None) -> None:  # fmt: skip
+    """Set up the asgiws loggers. Raises ConfigError when `log_config` cannot be used.
+
+    `use_colors`: colour the level names of the default handlers; None: when the stream is a
+    terminal. A --log-config file sets its own formatters.
+    """
     level = LOG_LEVELS[log_level]
     error_logger = logging.getLogger("asgiws.error")
     access_logger = logging.getLogger("asgiws.access")
@@ -50,21 +82,29 @@ def configure_logging(log_level: str = "info", access_log: bool = True, log_conf
             logger.removeHandler(handler)
 
     if log_config is not None:
-        dict_config = read_log_config(log_config)
+        is_ini = log_config.lower().endswith(".ini")
+        dict_config = None if is_ini else read_log_config(log_config)
+        if is_ini and not os.path.isfile(log_config):
+            raise ConfigError(f"log_config: cannot read {log_config}: no such file")
         for logger in (error_logger, access_logger):
             logger.setLevel(logging.NOTSET)
             logger.propagate = True
         try:
-            logging.config.dictConfig(dict_config)
-        except (ValueError, TypeError, AttributeError, ImportError) as exc:
-            raise ConfigError(f"log_config: {log_config}: {exc}") from None
+            if dict_config is not None:
+                logging.config.dictConfig(dict_config)
+            else:
+                logging.config.fileConfig(log_config, disable_existing_loggers=False)
+        except (ValueError, TypeError, AttributeError, ImportError, KeyError, RuntimeError,
+                configparser.Error) as exc:  # fmt: skip
+            raise ConfigError(f"log_config: {log_config}: {type(exc).__name__}: {exc}") from None
         for logger in (error_logger, access_logger):
             if logger.level == logging.NOTSET:
                 logger.setLevel(level)
     else:
         for logger, stream in ((error_logger, sys.stderr), (access_logger, sys.stdout)):
             handler = _Handler(stream)
-            handler.setFormatter(logging.Formatter(FORMAT))
+            colours = use_colors if use_colors is not None else _is_terminal(stream)
+            handler.setFormatter(ColourFormatter(FORMAT) if colours else logging.Formatter(FORMAT))
             logger.addHandler(handler)
             logger.setLevel(level)
             logger.propagate = False
@@ -75,11 +115,18 @@ def configure_logging(log_level: str = "info", access_log: bool = True, log_conf
         access_logger.setLevel(logging.CRITICAL + 1)
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def read_log_config(path: str) -> Dict[str, Any]:
     """The dictConfig dictionary in `path` (.json, or .yaml / .yml with PyYAML). Raises ConfigError."""
     lowered = path.lower()
     if not lowered.endswith((".json", ".yaml", ".yml")):
-        raise ConfigError(f"log_config: expected a .json, .yaml or .yml file, got {path}")
+        raise ConfigError(f"log_config: expected a .json, .yaml, .yml or .ini file, got {path}")
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()

@@ -3,7 +3,7 @@
     Server.run() ─▶ serve():  startup() ─▶ main_loop() ─▶ shutdown()
 
 startup    import the app, listen (TCP host/port, Unix socket, an inherited fd, or sockets a
-           supervisor bound: asgiws.workers, gunicorn), run lifespan startup, serve (TLS with
+           supervisor bound: asgiws.supervisors, gunicorn), run lifespan startup, serve (TLS with
            --ssl-certfile), print where.
 main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code), or --limit-max-requests
            HTTP requests answered.
@@ -12,8 +12,11 @@ shutdown   stop listening; ask every connection to finish (HTTP: close when idle
            --timeout-graceful-shutdown for connections and app tasks to end; cancel what is left;
            then lifespan shutdown. A second signal skips the waiting.
 
-Protocols share one `ServerState` per process; that and `Connection.shutdown()` are the whole
-contract between the server and a connection protocol (HTTP here, WebSocket in asgiws.asgi).
+Protocols share one `ServerState` (asgiws.state) per process; that and `Connection.shutdown()`
+are the whole contract between the server and a connection protocol (HTTP, and WebSocket in
+asgiws.asgi). This module imports the protocols and is imported by the supervisors
+(asgiws.supervisors, asgiws.workers for gunicorn) and by `asgiws.runner.run()`, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -23,17 +26,17 @@ import errno
 import ipaddress
 import logging
 import os
+import random
 import signal
 import socket
 import stat
-import sys
 import threading
-from typing import Any, Coroutine, List, Optional, Set
+from typing import Any, Coroutine, List, Optional
 
-from asgiws.asgi.app import AppImportError
 from asgiws.asgi.lifespan import Lifespan, LifespanFailure
-from asgiws.config import Config, ConfigError
+from asgiws.config import Config
 from asgiws.http.protocol import HttpProtocol
+from asgiws.state import ServerState
 
 logger = logging.getLogger("asgiws.error")
 
@@ -41,28 +44,6 @@ HANDLED_SIGNALS = (
     signal.SIGINT,  # Ctrl+C
     signal.SIGTERM,  # `kill`, systemd, Docker, Kubernetes
 )
-
-class ServerState:
-    """Shared by the server and every connection protocol in one process."""
-
-    def __init__(self) -> None:
-        self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
-        self.tasks: Set[asyncio.Task] = set()  # app tasks, for graceful shutdown
-        self._total_requests = 0
-        # --limit-max-requests: called once, when the request that reaches the limit completes.
-        self.request_limit: Optional[int] = None
-        self.on_request_limit: Any = None
-
-    @property
-    def total_requests(self) -> int:
-        """HTTP requests answered (the protocol adds one per completed response)."""
-        return self._total_requests
-
-    @total_requests.setter
-    def total_requests(self, value: int) -> None:
-        self._total_requests = value
-        if value == self.request_limit:
-            self.on_request_limit()
 
 
 class StartupError(Exception):
@@ -88,7 +69,9 @@ class Server:
         self._exit_requested: Optional[asyncio.Event] = None
         self._uds_path: Optional[str] = None  # a socket file we created, removed on shutdown
         if config.limit_max_requests is not None:
-            self.server_state.request_limit = config.limit_max_requests
+            # Drawn per process (random is reseeded after a fork), so workers restart apart.
+            jitter = random.randint(0, config.limit_max_requests_jitter)
+            self.server_state.request_limit = config.limit_max_requests + jitter
             self.server_state.on_request_limit = self._request_limit_reached
 
     # -- entry points ------------------------------------------------------------------------
@@ -184,7 +167,7 @@ class Server:
 
     def _request_limit_reached(self) -> None:
         if self._exit_requested is not None and not self._exit_requested.is_set():
-            logger.info("Served %d requests (--limit-max-requests): shutting down.", self.config.limit_max_requests)
+            logger.info("Served %d requests (--limit-max-requests): shutting down.", self.server_state.request_limit)
             self._exit_requested.set()
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -370,7 +353,8 @@ def make_ssl_context(config: Config) -> Any:
 
     `ssl.create_default_context` gives the standard library's current safe choices (TLS 1.2+, no
     compression, strong ciphers). With --ssl-ca-certs a client must present a certificate
-    signed by one of those CAs (mutual TLS).
+    signed by one of those CAs (mutual TLS), unless --ssl-cert-reqs says otherwise.
+    --ssl-ciphers replaces the TLS 1.2 cipher list; --ssl-version 5 pins TLS 1.2.
     """
     if config.ssl_certfile is None:
         return None
@@ -383,15 +367,23 @@ def make_ssl_context(config: Config) -> Any:
                 pass
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.ssl_ca_certs)
         context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password)
+        if config.ssl_ciphers:
+            context.set_ciphers(config.ssl_ciphers)
     except ssl.SSLError as exc:
+        if config.ssl_ciphers and "cipher" in str(exc).lower():
+            raise StartupError(f"TLS: --ssl-ciphers {config.ssl_ciphers!r} selects no cipher OpenSSL knows") from None
         raise StartupError(
             f"TLS: could not load {', '.join(files)}: {exc.reason or exc} (not PEM, a key that does not "
             "match the certificate, or a wrong --ssl-keyfile-password?)"
         ) from None
     except OSError as exc:
         raise StartupError(f"TLS: could not read {exc.filename}: {_reason(exc)}") from None
-    if config.ssl_ca_certs is not None:
+    if config.ssl_cert_reqs is not None:
+        context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
+    elif config.ssl_ca_certs is not None:
         context.verify_mode = ssl.CERT_REQUIRED
+    if config.ssl_version == 5:  # ssl.PROTOCOL_TLSv1_2, a deprecated name
+        context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -439,32 +431,3 @@ def run_event_loop(loop: asyncio.AbstractEventLoop, main: Coroutine) -> Any:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
-
-
-def run(app: Any, **settings: Any) -> None:
-    """Serve `app` (an ASGI callable or "module:attribute") until SIGINT / SIGTERM.
-
-    Takes the settings of `Config` as keyword arguments, and behaves like the `asgiws` command:
-    logs to stderr, and exits with status 1 (one line on stderr) if the server cannot start.
-    An invalid setting raises ConfigError.
-    """
-    from asgiws.logging import configure_logging
-
-    config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config)
-    try:
-        if config.workers > 1:
-            from asgiws.workers import Supervisor
-
-            status = Supervisor(config).run()
-            if status:
-                sys.exit(status)
-        else:
-            Server(config).run()
-    except (AppImportError, StartupError, ConfigError) as exc:
-        # A failure inside the user's module deserves its traceback; the rest is one line.
-        cause = exc.__cause__ if isinstance(exc, AppImportError) else None
-        logger.error("%s", exc, exc_info=cause)
-        sys.exit(1)
-    except KeyboardInterrupt:  # Ctrl+C before the signal handlers were installed
-        pass

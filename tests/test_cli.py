@@ -69,27 +69,27 @@ def test_every_setting_has_a_flag():
 
 def test_missing_module_is_one_line(tmp_path):
     result = run_cli("no_such_module_xyz:app", "--port", "0", "--app-dir", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 3  # STARTUP_FAILURE, as uvicorn and gunicorn
     assert 'Could not import module "no_such_module_xyz"' in one_line_error(result)
 
 
 def test_missing_attribute_is_one_line(tmp_path):
     (tmp_path / "someapp.py").write_text("x = 1\n")
     result = run_cli("someapp:app", "--port", "0", "--app-dir", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 3  # STARTUP_FAILURE, as uvicorn and gunicorn
     assert 'Attribute "app" not found in module "someapp"' in one_line_error(result)
 
 
 def test_bad_import_string_is_one_line():
     result = run_cli("just_a_module", "--port", "0")
-    assert result.returncode == 1
+    assert result.returncode == 3  # STARTUP_FAILURE, as uvicorn and gunicorn
     assert "<module>:<attribute>" in one_line_error(result)
 
 
 def test_error_inside_app_module_shows_its_traceback(tmp_path):
     (tmp_path / "brokenapp.py").write_text("import json\nraise ZeroDivisionError('oops in user code')\n")
     result = run_cli("brokenapp:app", "--port", "0", "--app-dir", str(tmp_path))
-    assert result.returncode == 1
+    assert result.returncode == 3  # STARTUP_FAILURE, as uvicorn and gunicorn
     assert "ZeroDivisionError: oops in user code" in result.stderr
     assert "brokenapp.py" in result.stderr  # the user's own frame, to fix it
 
@@ -106,7 +106,7 @@ def test_port_in_use_is_one_line():
         taken.listen()
         port = taken.getsockname()[1]
         result = run_cli("asgiws.demo:app", "--port", str(port), "--lifespan", "off")
-    assert result.returncode == 1
+    assert result.returncode == 3  # STARTUP_FAILURE, as uvicorn and gunicorn
     lines = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert len(lines) == 1 and "address already in use" in lines[0]
     assert "Traceback" not in result.stderr

@@ -1,5 +1,5 @@
 """`gunicorn -k asgiws.workers.AsgiwsWorker app:application`: gunicorn's arbiter with asgiws
-workers (asgiws/gunicorn_worker.py), as a real process tree."""
+workers (asgiws/workers.py), as a real process tree."""
 
 from __future__ import annotations
 
@@ -108,9 +108,12 @@ async def test_gunicorn_tls_settings_apply(tmp_path, pki):
         proc.stderr.close()
 
 
-def test_worker_class_loads_without_importing_gunicorn_for_the_cli():
-    code = "import sys, asgiws.workers; assert 'gunicorn' not in sys.modules; print(asgiws.workers.AsgiwsWorker)"
+def test_the_command_and_run_never_import_gunicorn():
+    """gunicorn is imported by asgiws.workers alone; the command, `asgiws.run()` and the --workers
+    supervisor do without it (it is not a dependency)."""
+    code = ("import sys, asgiws, asgiws.cli, asgiws.runner, asgiws.supervisors.multiprocess; "
+            "assert 'gunicorn' not in sys.modules; import asgiws.workers; print(asgiws.workers.AsgiwsWorker)")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "asgiws.gunicorn_worker.AsgiwsWorker" in result.stdout
+    assert "asgiws.workers.AsgiwsWorker" in result.stdout

@@ -184,7 +184,7 @@ def app_dir(tmp_path):
 
 def test_process_startup_failed_exits_nonzero(spawn, app_dir):
     proc = spawn(["lifespan_app:app", "--port", "0", "--app-dir", str(app_dir)], env={"MODE": "failed"})
-    assert proc.wait() == 1
+    assert proc.wait() == 3  # STARTUP_FAILURE
     assert "Application startup failed: database is down" in proc.text
     assert "running on" not in proc.text
     assert "Traceback" not in proc.text
@@ -193,7 +193,7 @@ def test_process_startup_failed_exits_nonzero(spawn, app_dir):
 def test_process_on_mode_exception_exits_nonzero(spawn, app_dir):
     proc = spawn(["lifespan_app:app", "--port", "0", "--lifespan", "on", "--app-dir", str(app_dir)],
                  env={"MODE": "raise"})  # fmt: skip
-    assert proc.wait() == 1
+    assert proc.wait() == 3  # STARTUP_FAILURE
     assert "exploded during startup" in proc.text
 
 

@@ -289,7 +289,8 @@ def test_yaml_without_pyyaml_is_a_clear_error(spawn, tmp_path):
 @pytest.mark.parametrize("name, text, message", [
     ("bad.json", "{not json", "is not valid JSON"),
     ("list.json", "[1, 2]", "must hold a mapping"),
-    ("logging.ini", "[loggers]\n", "expected a .json, .yaml or .yml file"),
+    ("logging.txt", "[loggers]\n", "expected a .json, .yaml, .yml or .ini file"),
+    ("broken.ini", "[loggers]\n", "KeyError"),  # fileConfig wants [formatters] too
     ("handler.json", '{"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}', "handler"),
     ("missing.json", None, "cannot read"),
 ])  # fmt: skip

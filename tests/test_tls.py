@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asgiws.config import Config
 from conftest import TIMEOUT
 
 x509 = pytest.importorskip("cryptography.x509")
@@ -155,7 +156,7 @@ async def test_mutual_tls_with_ca_certs(spawn_server, pki):
 def test_bad_tls_files_fail_startup_with_one_line(spawn, pki, args, message):
     proc = spawn(["production:app", "--port", "0", "--app-dir", str(APPS), "--ssl-certfile", pki["cert"],
                   "--ssl-keyfile", pki["key"], *args(pki)])  # fmt: skip
-    assert proc.wait() == 1
+    assert proc.wait() == 3  # STARTUP_FAILURE
     errors = [line for line in proc.output if line.startswith("ERROR")]
     assert len(errors) == 1 and message in errors[0], proc.text
     assert "Traceback" not in proc.text
@@ -166,3 +167,18 @@ def test_ssl_options_need_a_certificate():
 
     with pytest.raises(ConfigError, match="need ssl_certfile"):
         Config(app="x:y", ssl_keyfile="key.pem")
+
+
+def test_uvicorn_ssl_settings_shape_the_context(pki):
+    """--ssl-cert-reqs, --ssl-version and --ssl-ciphers (uvicorn's flags) reach the context."""
+    from asgiws.server import make_ssl_context
+
+    base = {"app": "x:y", "ssl_certfile": pki["cert"], "ssl_keyfile": pki["plain_key"]}
+    assert make_ssl_context(Config(**base)).verify_mode == ssl.CERT_NONE
+    assert make_ssl_context(Config(**base, ssl_ca_certs=pki["ca"])).verify_mode == ssl.CERT_REQUIRED
+    assert make_ssl_context(Config(**base, ssl_ca_certs=pki["ca"], ssl_cert_reqs=0)).verify_mode == ssl.CERT_NONE
+    assert make_ssl_context(Config(**base, ssl_cert_reqs=1)).verify_mode == ssl.CERT_OPTIONAL
+    pinned = make_ssl_context(Config(**base, ssl_version=5))
+    assert pinned.minimum_version == pinned.maximum_version == ssl.TLSVersion.TLSv1_2
+    ciphers = make_ssl_context(Config(**base, ssl_ciphers="ECDHE+AESGCM")).get_ciphers()
+    assert ciphers and all("GCM" in c["name"] for c in ciphers if c["protocol"] == "TLSv1.2")

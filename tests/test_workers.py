@@ -1,4 +1,4 @@
-"""`--workers N`: a supervisor process and N worker processes, with real signals (asgiws.workers).
+"""`--workers N`: a supervisor process and N worker processes, with real signals (asgiws.supervisors.multiprocess).
 
 The app is tests/apps/production.py: GET /pid answers with the serving process's pid.
 """
@@ -111,6 +111,18 @@ def test_worker_that_crashes_is_replaced(spawn_server, tmp_path):
         assert get(proc) == b"ok"
 
 
+def test_worker_that_stops_answering_the_health_check_is_replaced(spawn_server, tmp_path):
+    """--timeout-worker-healthcheck (uvicorn's): a stopped worker is killed, then replaced."""
+    with spawn_workers(spawn_server, tmp_path, "--timeout-worker-healthcheck", "1") as proc:
+        victim, survivor = serving_pids(proc)
+        os.kill(victim, signal.SIGSTOP)
+        proc.wait_for_line(rf"Worker \[{victim}\] did not answer the health check for 1s: killing it")
+        proc.wait_for_line(rf"Worker \[{victim}\] died \(killed by SIGKILL\); starting a new one")
+        replacement = int(proc.wait_for_line(rf"Worker \[(?!{victim}\]|{survivor}\])(\d+)\] is serving").group(1))
+        assert pids_answering(proc, {survivor, replacement}) == {survivor, replacement}
+        assert "did not answer the health check" not in proc.text.replace(f"[{victim}] did not", "")
+
+
 def test_sighup_replaces_every_worker_without_failing_a_request(spawn_server, tmp_path):
     with spawn_workers(spawn_server, tmp_path, workers=3) as proc:
         old = set(serving_pids(proc))
@@ -215,7 +227,7 @@ def test_worker_that_fails_to_boot_stops_the_supervisor(spawn, tmp_path):
         "    await send({'type': 'lifespan.startup.failed', 'message': 'no database'})\n"
     )
     proc = spawn(["failing:app", "--workers", "2", "--port", "0", "--app-dir", str(tmp_path)])
-    assert proc.wait() == 1
+    assert proc.wait() == 3  # STARTUP_FAILURE
     assert "Application startup failed: no database" in proc.text
     assert re.search(r"Worker \[\d+\] failed to boot \(exit status 1\): stopping", proc.text)
 
@@ -235,7 +247,7 @@ def test_taken_port_fails_in_the_supervisor(spawn):
         taken.listen()
         proc = spawn(["production:app", "--workers", "2", "--port", str(taken.getsockname()[1]),
                       "--app-dir", str(APPS)])  # fmt: skip
-        assert proc.wait() == 1
+        assert proc.wait() == 3  # STARTUP_FAILURE
     assert "address already in use" in proc.text
     assert "Started server process" not in proc.text  # no worker was started
 
@@ -266,7 +278,7 @@ def test_worker_that_does_not_exit_is_killed_after_the_margin(spawn_server, tmp_
     """A lifespan shutdown that blocks the worker's event loop (so its own lifespan timeout cannot
     cancel it) keeps the worker alive: the supervisor kills it SHUTDOWN_MARGIN seconds after the
     graceful and lifespan timeouts and still exits."""
-    from asgiws.workers import SHUTDOWN_MARGIN
+    from asgiws.supervisors.multiprocess import SHUTDOWN_MARGIN
 
     (tmp_path / "stuck.py").write_text(
         "import time\n"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sys
 from typing import Any, Callable, Union
 
 ASGIApp = Callable[..., Any]
+
+logger = logging.getLogger("asgiws.error")
 
 
 class AppImportError(Exception):
@@ -19,8 +22,14 @@ class AppImportError(Exception):
     """
 
 
-def load_app(app: Union[str, ASGIApp, None], *, factory: bool = False, app_dir: str = ".") -> ASGIApp:
-    """The ASGI 3 callable for `app` (an import string or a callable)."""
+def load_app(app: Union[str, ASGIApp, None], *, factory: bool = False, app_dir: str = ".",
+             interface: str = "auto") -> ASGIApp:  # fmt: skip
+    """The ASGI 3 callable for `app` (an import string or a callable).
+
+    `factory`: call `app` with no arguments to get the app. Without it, a callable that takes no
+    arguments (and is not a coroutine function) is taken as a factory all the same, with
+    uvicorn's warning. `interface`: auto tells ASGI 3 from ASGI 2 by the signature.
+    """
     if app is None:
         raise AppImportError("No application given: pass APP as module:attribute, e.g. asgiws asgiws.demo:app")
     if isinstance(app, str):
@@ -32,6 +41,9 @@ def load_app(app: Union[str, ASGIApp, None], *, factory: bool = False, app_dir: 
     else:
         name = getattr(app, "__qualname__", repr(app))
 
+    if not factory and _looks_like_factory(app):
+        logger.warning("ASGI app factory detected. Using it, but please consider setting the --factory flag explicitly.")
+        factory = True
     if factory:
         try:
             app = app()
@@ -39,7 +51,28 @@ def load_app(app: Union[str, ASGIApp, None], *, factory: bool = False, app_dir: 
             raise AppImportError(f"Calling the app factory {name} failed: {type(exc).__name__}: {exc}") from exc
     if not callable(app):
         raise AppImportError(f"{name} is not an ASGI application: {type(app).__name__} is not callable.")
-    return app if asgi_version(app) == 3 else ASGI2App(app)
+    if interface == "asgi3" or (interface == "auto" and asgi_version(app) == 3):
+        return app
+    return ASGI2App(app)
+
+
+def _looks_like_factory(app: Any) -> bool:
+    """A function or class that takes no arguments: an app takes (scope, receive, send), or
+    (scope) for ASGI 2.
+
+    uvicorn calls APP and takes a TypeError to mean "not a factory"; judging by the signature
+    instead never calls an app that is not one.
+    """
+    if not (inspect.isfunction(app) or inspect.ismethod(app) or inspect.isclass(app)):
+        return False
+    if inspect.iscoroutinefunction(app):
+        return False
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                   for p in parameters)  # fmt: skip
 
 
 def import_from_string(import_str: str) -> Any:

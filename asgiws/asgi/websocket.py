@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import time
 import weakref
@@ -38,7 +39,6 @@ from ..websocket.connection import (
 from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
 from .._codec import is_valid_close_code
-from ..headers import default_fields
 from ..stall import WriteStallWatch
 from . import ClientDisconnected, UnexpectedMessage
 from ._bridge import AppState, WebSocketBridge
@@ -219,7 +219,10 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if self.config.ws_accept_timeout is not None:
             self.accept_timer = self.loop.call_later(self.config.ws_accept_timeout,
                                                      self._accept_timed_out)
-        self.app_task = self.loop.create_task(self._run_asgi())
+        if self.config.reset_contextvars:  # the task copies the context it is created in: an empty one
+            self.app_task = contextvars.Context().run(self.loop.create_task, self._run_asgi())
+        else:
+            self.app_task = self.loop.create_task(self._run_asgi())
         self.server_state.tasks.add(self.app_task)
         self.app_task.add_done_callback(self.server_state.tasks.discard)
 
@@ -346,7 +349,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             logger.info("App accepted subprotocol %r the client did not offer", subprotocol)
         self.transport.write(build_response(
             self.request.key, subprotocol, self.extensions_header,
-            headers + default_fields(headers)))
+            headers + self.config.response_fields.fields_for(headers)))
         self.status = 101
         self.subprotocol = subprotocol
         if self.accept_timer is not None:
@@ -511,7 +514,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
     def _http_head(self, status: int, headers) -> bytes:
         lines = [b"HTTP/1.1 %d %s" % (status, _STATUS_PHRASES.get(status, b""))]
         lines.extend(name + b": " + value for name, value in headers)
-        lines.extend(name + b": " + value for name, value in default_fields(headers))
+        lines.extend(name + b": " + value for name, value in self.config.response_fields.fields_for(headers))
         lines.append(b"connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n"
 

@@ -17,7 +17,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
-from asgiws.headers import SERVER_HEADER, date_header
+from asgiws.headers import ResponseFields, date_header
 
 logger = logging.getLogger("asgiws.error")
 
@@ -92,6 +92,7 @@ class Connection(Protocol):
 
     transport: asyncio.Transport
     access_log: bool  # log_access() is called only when it is set
+    response_fields: ResponseFields  # server, date, --header
     reading_paused: bool
     write_paused: bool
 
@@ -273,10 +274,13 @@ class RequestCycle:
         chunk tells how to frame the body."""
         status = self.status
         lines = [STATUS_LINES[status]]
-        if not self._has_date:
+        fields = self.conn.response_fields
+        if fields.date and not self._has_date:
             lines.append(date_header())
-        if not self._has_server:
-            lines.append(SERVER_HEADER)
+        if fields.server_line and not self._has_server:
+            lines.append(fields.server_line)
+        if fields.extra_lines:
+            lines.append(fields.extra_lines)
         lines += self._header_lines
         if self.scope["method"] == "HEAD" or status < 200 or status in (204, 304):
             self._framing = NO_BODY

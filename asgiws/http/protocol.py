@@ -34,6 +34,7 @@ A connection serves requests one at a time, in order:
   that followed the head, at the offset httptools reported; nothing is parsed twice. That layer
   checks the handshake and answers it (101, or 400 / 426). Other upgrades (h2c, ...) are
   ignored, as RFC 9110 §7.8 allows, and the request is served as plain HTTP.
+- With --ws none, `Upgrade: websocket` is ignored like any other upgrade (HTTP only).
 - Proxy headers (X-Forwarded-*, Forwarded) are applied to `client`, `scheme` and the `host`
   header when the peer is in --forwarded-allow-ips (`asgiws.http.proxy`), as the scope is built.
 - --limit-concurrency is checked when a request's head is complete (503 from a stand-in app)
@@ -48,6 +49,7 @@ info/debug, never as an error with a traceback: it is not the server's fault.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import urllib.parse
 from collections import deque
@@ -55,14 +57,13 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 
 import httptools
 
-from asgiws.headers import SERVER_HEADER, date_header
 from asgiws.http.cycle import COMPLETE, HEAD_PENDING, STATUS_LINES, WAITING_START, RequestCycle, service_unavailable
 from asgiws.http.proxy import apply_proxy_headers, parse_trusted
 from asgiws.stall import WriteStallWatch
 
 if TYPE_CHECKING:
     from asgiws.config import Config
-    from asgiws.server import ServerState
+    from asgiws.state import ServerState
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
@@ -142,6 +143,9 @@ class HttpProtocol(asyncio.Protocol):
         self._root_path = config.root_path
         self._raw_root_path = urllib.parse.quote(config.root_path).encode("ascii")
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)  # checked once
+        self.response_fields = config.response_fields
+        self._websocket = config.ws != "none"  # --ws none: an upgrade to WebSocket is served as plain HTTP
+        self._reset_contextvars = config.reset_contextvars
         self._trusted = parse_trusted(config.forwarded_allow_ips) if config.proxy_headers else None
         self._limit_max_head = config.limit_max_head
         self._limit_concurrency = config.limit_concurrency
@@ -482,7 +486,7 @@ class HttpProtocol(asyncio.Protocol):
         method = parser.get_method().decode("ascii")
         scope = self._scope(method, http_version)
 
-        if self._upgrade_header is not None and _has_token(self._upgrade_header, b"websocket"):
+        if self._upgrade_header is not None and self._websocket and _has_token(self._upgrade_header, b"websocket"):
             # A WebSocket handshake, valid or not: the WebSocket layer checks it and answers (101,
             # or 400 / 426). With `Connection: upgrade` llhttp stops at the end of this head and
             # httptools raises HttpParserUpgrade with the offset; without it the handshake is
@@ -628,7 +632,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start_cycle(self, cycle: RequestCycle, app: Callable) -> None:
         self._active = cycle
-        task = self.loop.create_task(cycle.run_asgi(app))
+        if self._reset_contextvars:  # the task copies the context it is created in: an empty one
+            task = contextvars.Context().run(self.loop.create_task, cycle.run_asgi(app))
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -802,7 +809,7 @@ class HttpProtocol(asyncio.Protocol):
         body = reason.encode("utf-8")
         self.transport.write(
             b"".join((
-                STATUS_LINES[status], date_header(), SERVER_HEADER,
+                STATUS_LINES[status], *self.response_fields.head_lines(),
                 b"content-type: text/plain; charset=utf-8\r\n",
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body), body,
             ))  # fmt: skip

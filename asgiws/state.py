@@ -1,0 +1,34 @@
+"""`ServerState`: what the server and its connection protocols share in one process.
+
+It sits below both (docs/architecture.md, "What lives where"): the protocols (`asgiws.http`,
+`asgiws.asgi.websocket`) add themselves and their app tasks to it, the server (`asgiws.server`)
+reads it to shut down gracefully. Neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional, Set
+
+
+class ServerState:
+    """Shared by the server and every connection protocol in one process."""
+
+    def __init__(self) -> None:
+        self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
+        self.tasks: Set[asyncio.Task] = set()  # app tasks, for graceful shutdown
+        self._total_requests = 0
+        # --limit-max-requests: called once, when the request that reaches the limit completes.
+        self.request_limit: Optional[int] = None
+        self.on_request_limit: Any = None
+
+    @property
+    def total_requests(self) -> int:
+        """HTTP requests answered (the protocol adds one per completed response)."""
+        return self._total_requests
+
+    @total_requests.setter
+    def total_requests(self, value: int) -> None:
+        self._total_requests = value
+        if value == self.request_limit:
+            self.on_request_limit()

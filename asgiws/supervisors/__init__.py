@@ -1,0 +1,5 @@
+"""Processes around the server (docs/processes.md): `multiprocess.Supervisor` runs `--workers N`.
+
+A supervisor imports `asgiws.server`; the server never imports a supervisor. gunicorn's worker
+class is beside them, in `asgiws.workers` (the name uvicorn gives it).
+"""

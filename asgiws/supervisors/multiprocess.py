@@ -1,0 +1,524 @@
+"""Worker processes: `--workers N` runs N copies of the server under one supervisor.
+
+    supervisor ── binds the listening socket(s) once
+        ├── fork ─▶ worker: Server(config, sockets) on its own event loop, its own lifespan
+        ├── fork ─▶ worker
+        └── ...
+
+The workers accept on the same listening socket; the kernel hands each new connection to one of
+them. The supervisor never serves a request and never imports the app (each worker does, after
+the fork, so a reload picks up new code). It:
+
+- starts the workers and waits until each is serving: a worker writes one byte to its readiness
+  pipe once its lifespan startup is complete and it accepts connections. Then it logs the
+  address. A worker that fails to boot at startup stops everything (the command exits with
+  status 3);
+- replaces a worker that dies (a crash, `kill -9`, --limit-max-requests reached). A worker that
+  fails to boot later (a bad deploy) is retried with a growing delay while the others serve;
+- health check (--timeout-worker-healthcheck, uvicorn's): a thread in each worker writes a byte
+  to its health pipe every HEALTH_INTERVAL; a worker silent for the timeout — stopped, or stuck
+  in code that holds the GIL — is SIGKILLed, then replaced as a dead one. A thread, not the event
+  loop, answers, as in uvicorn: a slow handler on the loop does not get its worker killed;
+- SIGTERM / SIGINT: sends SIGTERM to every worker (each shuts down gracefully: see
+  asgiws.server), waits up to --timeout-graceful-shutdown, --timeout-lifespan-shutdown and
+  SHUTDOWN_MARGIN, then SIGKILLs
+  what is left. A second signal forces the workers to stop waiting (SIGQUIT to each);
+- SIGHUP: replaces the workers one at a time: start a new one, wait until it is serving, then
+  stop an old one gracefully. The listening socket stays open in the supervisor throughout, so no
+  connection is refused: at worst it waits in the backlog for a moment.
+
+A worker's signals, with both the supervisor and the outside world sending them:
+
+    SIGTERM  shut down gracefully; a repeat changes nothing (systemd's default KillMode sends
+             SIGTERM to every process of the service, and the supervisor forwards one too)
+    SIGINT   the same, but a second SIGINT forces the exit (Ctrl+C reaches the whole process
+             group, the supervisor's SIGTERM arriving before or after it)
+    SIGQUIT  force the exit: stop waiting for connections (the supervisor's second signal)
+    SIGHUP   ignored (it is the supervisor's: a reload)
+
+A worker whose supervisor is gone (SIGKILLed) notices within a second and shuts down gracefully.
+
+Why fork rather than spawn: the supervisor has no threads and no event loop and has not imported
+the app, so a forked worker starts clean, and it inherits the listening sockets and its pipe
+without any passing of descriptors. Each worker then creates its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from asgiws.asgi.app import AppImportError
+from asgiws.config import Config
+from asgiws.server import (
+    Server,
+    StartupError,
+    bind_sockets,
+    describe_socket,
+    make_ssl_context,
+    origin_policy_warning,
+    run_event_loop,
+)
+
+logger = logging.getLogger("asgiws.error")
+
+# On shutdown, how long past --timeout-graceful-shutdown and --timeout-lifespan-shutdown (the
+# worker's lifespan shutdown runs after the first) to wait for a worker before killing it.
+SHUTDOWN_MARGIN = 5.0
+
+# A worker that fails to boot after startup is retried after this delay, doubling up to the max.
+RESPAWN_DELAY, RESPAWN_DELAY_MAX = 0.5, 30.0
+
+# How often a worker checks that its supervisor is still there.
+PARENT_CHECK_INTERVAL = 1.0
+
+# How often a worker's health thread writes to its pipe (at most; less with a short timeout).
+HEALTH_INTERVAL = 1.0
+
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+class Phase(enum.Enum):
+    BOOTING = "booting"  # the first workers are starting; none has failed
+    RUNNING = "running"  # serving; dead workers are replaced; SIGHUP reloads
+    STOPPING = "stopping"  # every worker was sent SIGTERM; waiting for them to exit
+
+
+class WorkerProcess:
+    """The supervisor's view of one worker."""
+
+    def __init__(self, pid: int, ready_fd: int, generation: int, health_fd: Optional[int] = None) -> None:
+        self.pid = pid
+        self.ready_fd: Optional[int] = ready_fd  # read end of the readiness pipe, until it reports
+        self.health_fd = health_fd  # read end of the health pipe (--timeout-worker-healthcheck)
+        self.last_heard = time.monotonic()
+        self.generation = generation  # SIGHUP starts a new generation and retires the older ones
+        self.ready = False
+        self.stopping = False  # sent SIGTERM: its exit is expected
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sockets: List[socket.socket] = []
+        self.workers: Dict[int, WorkerProcess] = {}
+        self.phase = Phase.BOOTING
+        self.generation = 0
+        self.exit_status = 0
+        self.kill_deadline = 0.0
+        self.forced = False
+        self.boot_failures = 0  # in a row; sets the respawn delay
+        self.next_spawn = 0.0  # monotonic time before which no worker is started
+        self.reloading = False
+        self._wakeup_r = self._wakeup_w = -1
+
+    # -- the supervisor's life ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGINT / SIGTERM; the exit status. Raises StartupError."""
+        config = self.config
+        make_ssl_context(config)  # a bad certificate or key fails here, once, not in every worker
+        self.sockets = bind_sockets(config)
+        self._install_signal_handlers()
+        try:
+            logger.info("Started supervisor process [%d]; starting %d workers", os.getpid(), config.workers)
+            while self.phase is not Phase.STOPPING or self.workers:
+                self._spawn_missing()
+                self._wait_for_events(self._timeout())
+                self._reap()
+                if self.phase is Phase.BOOTING and len(self.workers) == config.workers and all(
+                    worker.ready for worker in self.workers.values()
+                ):
+                    self.phase = Phase.RUNNING
+                    for sock in self.sockets:
+                        logger.info("asgiws running on %s with %d workers (Press CTRL+C to quit)",
+                                    describe_socket(sock, tls=config.ssl_certfile is not None), config.workers)  # fmt: skip
+                    warning = origin_policy_warning(config, self.sockets, tls=config.ssl_certfile is not None)
+                    if warning is not None:
+                        logger.warning("%s", warning)
+                if self.phase is Phase.RUNNING:
+                    self._advance_reload()
+                elif self.phase is Phase.STOPPING and time.monotonic() >= self.kill_deadline:
+                    self._kill_all()
+        finally:
+            self._remove_signal_handlers()
+            self._close_sockets()
+        logger.info("Supervisor [%d] exiting", os.getpid())
+        return self.exit_status
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        if self.phase is Phase.STOPPING:
+            return max(0.0, min(1.0, self.kill_deadline - now))
+        longest = 1.0 if self.config.timeout_worker_healthcheck is None else min(1.0, self._health_interval())
+        if self.next_spawn > now:
+            return min(longest, self.next_spawn - now)
+        return longest
+
+    def _health_interval(self) -> float:
+        return min(HEALTH_INTERVAL, self.config.timeout_worker_healthcheck / 4)
+
+    def _wait_for_events(self, timeout: float) -> None:
+        """Sleep until a signal arrives, a worker reports ready, or `timeout`; handle what came."""
+        waiting = {worker.ready_fd: worker for worker in self.workers.values() if worker.ready_fd is not None}
+        health = {worker.health_fd: worker for worker in self.workers.values() if worker.health_fd is not None}
+        try:
+            readable, _, _ = select.select([self._wakeup_r, *waiting, *health], [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+            readable = []
+        for fd in readable:
+            if fd == self._wakeup_r:
+                self._handle_signals()
+            elif fd in waiting:
+                self._readiness_reported(waiting[fd])
+            else:
+                self._heard_from(health[fd])
+        self._check_health()
+
+    def _readiness_reported(self, worker: WorkerProcess) -> None:
+        assert worker.ready_fd is not None
+        try:
+            data = os.read(worker.ready_fd, 1)
+        except OSError:
+            data = b""
+        os.close(worker.ready_fd)
+        worker.ready_fd = None
+        if data:  # else: the pipe closed without a word, the worker is exiting; _reap tells why
+            worker.ready = True
+            self.boot_failures = 0
+            logger.info("Worker [%d] is serving", worker.pid)
+
+    # -- health check ------------------------------------------------------------------------
+
+    def _heard_from(self, worker: WorkerProcess) -> None:
+        assert worker.health_fd is not None
+        try:
+            data = os.read(worker.health_fd, 512)
+        except OSError:
+            data = b""
+        if data:
+            worker.last_heard = time.monotonic()
+        else:  # the worker is exiting; _reap tells how
+            os.close(worker.health_fd)
+            worker.health_fd = None
+
+    def _check_health(self) -> None:
+        timeout = self.config.timeout_worker_healthcheck
+        if timeout is None:
+            return
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.health_fd is not None and now - worker.last_heard > timeout:
+                logger.warning("Worker [%d] did not answer the health check for %gs: killing it", worker.pid, timeout)
+                os.close(worker.health_fd)
+                worker.health_fd = None
+                self._signal(worker, signal.SIGKILL)  # _reap replaces it
+
+    # -- starting and replacing workers ------------------------------------------------------
+
+    def _active(self) -> List[WorkerProcess]:
+        return [worker for worker in self.workers.values() if not worker.stopping]
+
+    def _spawn_missing(self) -> None:
+        if self.phase is Phase.STOPPING or time.monotonic() < self.next_spawn:
+            return
+        while len(self._active()) < self.config.workers and time.monotonic() >= self.next_spawn:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        ready_r, ready_w = os.pipe()
+        health_r, health_w = os.pipe() if self.config.timeout_worker_healthcheck is not None else (None, None)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: try again later, keep serving
+            for fd in (ready_r, ready_w, health_r, health_w):
+                if fd is not None:
+                    os.close(fd)
+            logger.error("Could not start a worker: %s; trying again in %.1fs", exc, RESPAWN_DELAY_MAX)
+            self.next_spawn = time.monotonic() + RESPAWN_DELAY_MAX
+            return
+        if pid == 0:  # the worker: never return into the supervisor's code
+            status = 1
+            try:
+                os.close(ready_r)
+                self._in_child()
+                if health_r is not None:
+                    os.close(health_r)
+                    _start_health_thread(health_w, self._health_interval())
+                status = run_worker(self.config, self.sockets, ready_w)
+            finally:
+                os._exit(status)
+        os.close(ready_w)
+        if health_w is not None:
+            os.close(health_w)
+        self.workers[pid] = WorkerProcess(pid, ready_r, self.generation, health_r)
+
+    def _in_child(self) -> None:
+        """Right after the fork: drop what belongs to the supervisor."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's signal (a reload), not ours
+        for fd in [self._wakeup_r, self._wakeup_w] + [w.ready_fd for w in self.workers.values() if w.ready_fd]:
+            os.close(fd)
+        for fd in [w.health_fd for w in self.workers.values() if w.health_fd is not None]:
+            os.close(fd)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            for fd in (worker.ready_fd, worker.health_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._worker_exited(worker, status)
+
+    def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
+        how = _describe_status(status)
+        if worker.stopping:
+            logger.info("Worker [%d] stopped (%s)", worker.pid, how)
+        elif not worker.ready:
+            if self.phase is Phase.BOOTING:
+                logger.error("Worker [%d] failed to boot (%s): stopping", worker.pid, how)
+                self.exit_status = 1
+                self._stop()
+            else:
+                self.boot_failures += 1
+                delay = min(RESPAWN_DELAY * 2 ** (self.boot_failures - 1), RESPAWN_DELAY_MAX)
+                logger.error("Worker [%d] failed to boot (%s); trying again in %.1fs", worker.pid, how, delay)
+                self.next_spawn = time.monotonic() + delay
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            logger.info("Worker [%d] exited (%s); starting a new one", worker.pid, how)  # --limit-max-requests
+        else:
+            logger.warning("Worker [%d] died (%s); starting a new one", worker.pid, how)
+
+    # -- SIGHUP: a rolling restart -----------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.generation += 1
+        self.reloading = True
+        logger.info("Received SIGHUP: replacing %d workers one at a time", len(self._active()))
+
+    def _advance_reload(self) -> None:
+        """One step at a time: a new worker first; once it (and every other) is serving, stop
+        one old worker gracefully; repeat until none of an older generation is left."""
+        if not self.reloading:
+            return
+        active = self._active()
+        old = [worker for worker in active if worker.generation < self.generation]
+        if not old:
+            self.reloading = False
+            logger.info("Reload complete")
+        elif any(not worker.ready for worker in active):
+            return  # a new worker is starting
+        elif len(active) <= self.config.workers:
+            if time.monotonic() >= self.next_spawn:
+                self._spawn()
+        else:
+            self._signal(old[0], signal.SIGTERM)
+            old[0].stopping = True
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        if self.phase is Phase.STOPPING:
+            return
+        self.phase = Phase.STOPPING
+        self.reloading = False
+        self.kill_deadline = (time.monotonic() + self.config.timeout_graceful_shutdown
+                              + self.config.timeout_lifespan_shutdown + SHUTDOWN_MARGIN)
+        logger.info("Shutting down: stopping %d workers", len(self.workers))
+        for worker in self.workers.values():
+            worker.stopping = True
+            self._signal(worker, signal.SIGTERM)
+
+    def _force(self) -> None:
+        if self.forced:
+            return
+        self.forced = True
+        logger.info("Second signal received: forcing the workers to exit.")
+        for worker in self.workers.values():
+            self._signal(worker, signal.SIGQUIT)
+
+    def _kill_all(self) -> None:
+        for worker in self.workers.values():
+            logger.warning("Worker [%d] did not exit in time: killing it", worker.pid)
+            self._signal(worker, signal.SIGKILL)
+        self.kill_deadline = float("inf")
+        for pid in list(self.workers):  # SIGKILL cannot be caught: wait for each (briefly)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.workers.pop(pid, None)
+
+    @staticmethod
+    def _signal(worker: WorkerProcess, sig: int) -> None:
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:  # already gone; _reap will see it
+            pass
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        if self.config.uds is not None:  # we created the socket file: leave no stale one behind
+            try:
+                os.unlink(self.config.uds)
+            except OSError:
+                pass
+
+    # -- signals -----------------------------------------------------------------------------
+    # The handlers do nothing: `set_wakeup_fd` writes each signal's number to a pipe, which wakes
+    # the select() in _wait_for_events, and the number is read from there. One path for all.
+
+    def _install_signal_handlers(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_w, False)
+        os.set_blocking(self._wakeup_r, False)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, _ignore)
+
+    def _remove_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+
+    def _handle_signals(self) -> None:
+        try:
+            received = os.read(self._wakeup_r, 512)
+        except BlockingIOError:
+            return
+        for sig in received:
+            if sig in (signal.SIGINT, signal.SIGTERM):
+                if self.phase is Phase.STOPPING:
+                    self._force()
+                else:
+                    logger.info("Received %s", SIGNAL_NAMES[sig])
+                    self._stop()
+            elif sig == signal.SIGHUP and self.phase is not Phase.STOPPING:
+                if self.phase is Phase.BOOTING:
+                    logger.info("Received SIGHUP while starting: ignored")
+                else:
+                    self._reload()
+            # SIGCHLD: _reap, which runs after every wake-up
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker side
+# ---------------------------------------------------------------------------------------------
+
+
+def run_worker(config: Config, sockets: List[socket.socket], ready_fd: int) -> int:
+    """A worker process's whole life, after the fork: the exit status."""
+    worker = _Worker(config, sockets, ready_fd)
+    try:
+        run_event_loop(config.new_event_loop(), worker.serve())
+        return 0
+    except (AppImportError, StartupError) as exc:
+        cause = exc.__cause__ if isinstance(exc, AppImportError) else None
+        logger.error("%s", exc, exc_info=cause)
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - a worker must not unwind into the supervisor's code
+        logger.error("Worker [%d] failed", os.getpid(), exc_info=exc)
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # pragma: no cover
+                pass
+
+
+def _start_health_thread(fd: int, interval: float) -> None:
+    """In a worker: write a byte to the supervisor every `interval` from a thread of its own,
+    until the pipe breaks (the supervisor is gone) or the process exits."""
+
+    def beat() -> None:
+        try:
+            while True:
+                os.write(fd, b".")
+                time.sleep(interval)
+        except OSError:
+            pass
+
+    threading.Thread(target=beat, name="asgiws-health", daemon=True).start()
+
+
+class _Worker:
+    def __init__(self, config: Config, sockets: List[socket.socket], ready_fd: int) -> None:
+        self.server = Server(config, sockets=sockets)
+        self.ready_fd = ready_fd
+        self.supervisor_pid = os.getppid()
+        self.exiting = False
+        self.interrupted = False  # a SIGINT came: the next one forces
+
+    async def serve(self) -> None:
+        server = self.server
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await server.startup()
+            os.write(self.ready_fd, b"1")
+            os.close(self.ready_fd)
+            watchdog = loop.create_task(self._watch_supervisor())
+            try:
+                await server.main_loop()
+                await server.shutdown()
+            finally:
+                watchdog.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        force = sig == signal.SIGQUIT or (sig == signal.SIGINT and self.interrupted)
+        self.interrupted = self.interrupted or sig == signal.SIGINT
+        if not self.exiting:
+            self.exiting = True
+            self.server.handle_exit(sig)  # the first call: graceful
+        if force:
+            self.server.handle_exit(sig)  # a later call: stop waiting
+
+    async def _watch_supervisor(self) -> None:
+        while True:
+            await asyncio.sleep(PARENT_CHECK_INTERVAL)
+            if os.getppid() != self.supervisor_pid:
+                logger.warning("Worker [%d]: the supervisor is gone; shutting down", os.getpid())
+                self._on_signal(signal.SIGTERM)
+                return
