@@ -79,14 +79,28 @@ class BuildExt(build_ext):
     """Compile each source with its own flags (setuptools has one flag list per extension), and
     treat the extensions as optional (a failed build is a warning, not an error)."""
 
-    def run(self):
+    def finalize_options(self):
+        # Choose the C sources before setuptools finalizes the extension objects (cythonize
+        # returns new ones).
+        self.unavailable = None
         if _flag("ASGIWS_NO_EXTENSIONS"):
-            self._skip("ASGIWS_NO_EXTENSIONS=1 is set")
+            self.unavailable = "ASGIWS_NO_EXTENSIONS=1 is set"
+        elif self.distribution.ext_modules:
+            try:
+                self.distribution.ext_modules = c_sources(self.distribution.ext_modules)
+            except ExtensionsUnavailable as exc:
+                if _flag("ASGIWS_REQUIRE_EXTENSIONS"):
+                    raise
+                self.unavailable = str(exc)
+        super().finalize_options()
+
+    def run(self):
+        if self.unavailable:
+            self._skip(self.unavailable)
             return
         try:
-            self.extensions = c_sources(self.extensions)
             super().run()
-        except (ExtensionsUnavailable,) + BUILD_ERRORS as exc:
+        except BUILD_ERRORS as exc:
             if _flag("ASGIWS_REQUIRE_EXTENSIONS"):
                 raise
             # The bridge cimports the codec: install both or neither.
