@@ -130,7 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    return f"asgiws {__version__} ({platform.python_implementation()} {platform.python_version()} on {platform.system()})"
+    """`asgiws 0.1.0 (CPython 3.12.3 on Linux, masking kernel: avx2)`: the kernel is the one
+    the C codec chose for this CPU at import (csrc/mask.c), which tells a user whether a wheel
+    or their build is using the SIMD path."""
+    python = f"{platform.python_implementation()} {platform.python_version()} on {platform.system()}"
+    return f"asgiws {__version__} ({python}, masking kernel: {masking_kernel()})"
+
+
+def masking_kernel() -> str:
+    try:
+        from asgiws._codec import mask_impl
+    except ImportError:
+        return "none, the C extension is not built"
+    return mask_impl()
 
 
 def normalise_bool_flags(argv: Sequence[str]) -> List[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import re
 import textwrap
 
 import httpx
@@ -41,6 +42,12 @@ def test_version():
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith(f"asgiws {__version__} ")
+    assert re.search(r", masking kernel: (avx2|sse2|neon|scalar)\)$", result.stdout.strip()), result.stdout
+
+
+def test_version_names_a_forced_kernel():
+    result = run_cli("--version", env={"ASGIWS_MASK_KERNEL": "scalar"})
+    assert result.stdout.strip().endswith(", masking kernel: scalar)"), result.stdout
 
 
 def test_help_is_actionable():

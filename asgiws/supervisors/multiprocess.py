@@ -84,8 +84,6 @@ PARENT_CHECK_INTERVAL = 1.0
 # How often a worker's health thread writes to its pipe (at most; less with a short timeout).
 HEALTH_INTERVAL = 1.0
 
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-
 
 class Phase(enum.Enum):
     BOOTING = "booting"  # the first workers are starting; none has failed
@@ -413,7 +411,7 @@ class Supervisor:
                 if self.phase is Phase.STOPPING:
                     self._force()
                 else:
-                    logger.info("Received %s", SIGNAL_NAMES[sig])
+                    logger.info("Received %s", signal.Signals(sig).name)
                     self._stop()
             elif sig == signal.SIGHUP and self.phase is not Phase.STOPPING:
                 if self.phase is Phase.BOOTING:
