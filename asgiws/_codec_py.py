@@ -15,7 +15,8 @@ during `buffer_updated()`, and a bytearray with a live view cannot be resized.
 
 Masking XORs the payload with the repeated key as two big integers (one C loop each way);
 UTF-8 is validated by CPython's strict decoder, incrementally (`codecs.utf_8_decode` with
-final=False, which refuses a prefix no valid sequence can start with) for fragmented text.
+final=False, which refuses a prefix no valid sequence can start with, except a surrogate's
+first two bytes, checked here) for fragmented text.
 This is not the test oracle: `asgiws/_reference.py` is, and the tests compare both codecs
 with it.
 """
@@ -67,7 +68,14 @@ def _utf8_feed(state: Optional[bytes], data) -> Optional[bytes]:
         _, consumed = _utf8_decode(data, "strict", False)
     except UnicodeDecodeError:
         return None
-    return bytes(data[consumed:]) if consumed < len(data) else _UTF8_ACCEPT
+    if consumed == len(data):
+        return _UTF8_ACCEPT
+    tail = bytes(data[consumed:])
+    if len(tail) > 1 and tail[0] == 0xED and tail[1] >= 0xA0:
+        # A surrogate's first two bytes: the one prefix CPython leaves for the final decode
+        # (for the surrogatepass handler) instead of refusing it at once.
+        return None
+    return tail
 
 
 def _xor(data, key: bytes, offset: int = 0) -> bytes:

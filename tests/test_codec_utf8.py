@@ -284,3 +284,14 @@ def test_large_inputs(codec, text, repeat):
     bad = bytearray(encoded)
     bad[len(bad) // 2] = 0xFF
     assert codec.utf8_valid(bad) is False
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("prefix", [b"\xed\xa0", b"ok \xed\xbf", b"\xe0\x80", b"\xf4\x90"])
+def test_a_prefix_no_character_starts_with_fails_at_once(codec, prefix):
+    """CPython's incremental decoder leaves a surrogate's first two bytes (ED A0..BF) for the
+    final decode; the fallback must refuse them as soon as they arrive, as the C DFA does
+    (found by hypothesis in test_feed_fails_on_the_chunk_that_makes_the_prefix_invalid)."""
+    validator = codec.Utf8Validator()
+    assert validator.feed(prefix) is False
+    assert _reference.Utf8Validator().feed(prefix) is False
