@@ -619,9 +619,16 @@ def settings_from_env(environ: Optional[Dict[str, str]] = None) -> Dict[str, Any
     return found
 
 
+# ASGIWS_* variables that are not settings: read when the modules load, before any Config exists.
+IMPORT_TIME_ENV = {
+    "ASGIWS_NO_EXTENSIONS": "1: run the pure-Python WebSocket codec and bridge (asgiws/codec.py)",
+    "ASGIWS_MASK_KERNEL": "scalar|sse2: a narrower masking kernel than the CPU allows (csrc/mask.c)",
+}
+
+
 def unknown_env_vars(environ: Optional[Dict[str, str]] = None) -> list:
     """ASGIWS_* variables that match no setting: most likely typos, worth a warning."""
     environ = os.environ if environ is None else environ
-    known = {entry.env for entry in SETTINGS}
+    known = {entry.env for entry in SETTINGS} | set(IMPORT_TIME_ENV)
     return sorted(name for name in environ if name.startswith("ASGIWS_") and name not in known)
 

@@ -4,7 +4,8 @@
 
 startup    import the app, listen (TCP host/port, Unix socket, an inherited fd, or sockets a
            supervisor bound: asgiws.supervisors, gunicorn), run lifespan startup, serve (TLS with
-           --ssl-certfile), print where.
+           --ssl-certfile), print where; warn when the WebSocket data path runs in pure
+           Python (asgiws.asgi.bridge).
 main_loop  wait for SIGINT / SIGTERM (or `handle_exit()` from code), or --limit-max-requests
            HTTP requests answered.
 shutdown   stop listening; ask every connection to finish (HTTP: close when idle or after the
@@ -33,6 +34,7 @@ import stat
 import threading
 from typing import Any, Coroutine, List, Optional
 
+from asgiws.asgi.bridge import fallback_warning
 from asgiws.asgi.lifespan import Lifespan, LifespanFailure
 from asgiws.config import Config
 from asgiws.http.protocol import HttpProtocol
@@ -107,6 +109,9 @@ class Server:
         config = self.config
         app = config.load()
         logger.info("Started server process [%d]", os.getpid())
+        slow_path = fallback_warning()
+        if slow_path is not None:
+            logger.warning("%s", slow_path)
 
         self.lifespan = Lifespan(app, config.lifespan)
 

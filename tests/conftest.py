@@ -37,11 +37,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the package without `pip install -e` (the C codec may be unbuilt)
 
-from asgiws.config import Config  # noqa: E402
+from asgiws.asgi.bridge import fallback_warning  # noqa: E402
+from asgiws.config import IMPORT_TIME_ENV, Config  # noqa: E402
 from asgiws.server import Server  # noqa: E402
 
 TIMEOUT = 10.0  # upper bound on any single wait in the tests; a hang fails rather than blocks
 STARTUP_LINE = re.compile(r"asgiws running on (?:https?://\[?([^\]\s]+?)\]?:(\d+)|unix socket (\S+))")
+
+
+def pytest_report_header() -> str:
+    # ASGIWS_NO_EXTENSIONS=1 runs the tests (and the servers they spawn) on the pure-Python
+    # WebSocket codec and bridge.
+    return "asgiws WebSocket data path: " + (fallback_warning() or "compiled extensions")
 
 
 @pytest.fixture
@@ -190,7 +197,8 @@ class ServerProcess:
 
 def spawn(args: List[str], env: Optional[dict] = None, cwd: Any = None, pass_fds: Any = ()) -> ServerProcess:
     """Start `python -m asgiws *args` with stderr captured line by line."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASGIWS_")}
+    # Settings come only from the test's arguments; ASGIWS_NO_EXTENSIONS and the like pass on.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASGIWS_") or k in IMPORT_TIME_ENV}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.update(env or {})

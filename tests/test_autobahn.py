@@ -13,6 +13,9 @@ Environment:
   ASGIWS_AUTOBAHN_CASES    comma-separated case patterns instead of "*" (for debugging;
                            the case-count check is then skipped)
   ASGIWS_AUTOBAHN_TIMEOUT  seconds allowed for the wstest run (default 1800)
+
+A second test runs a named subset (FALLBACK_CASES) against asgiws on its pure-Python
+fallback (ASGIWS_NO_EXTENSIONS=1), within FALLBACK_BUDGET seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ EXPECTED_CASES = 517
 WS_MAX_SIZE = 32 * 2**20
 SERVER_START_TIMEOUT = 30.0
 WSTEST_TIMEOUT = float(os.environ.get("ASGIWS_AUTOBAHN_TIMEOUT", "1800"))
+
+# The pure-Python fallback (ASGIWS_NO_EXTENSIONS=1) runs a named subset: framing, pings,
+# reserved bits, opcodes, fragmentation, UTF-8 and closing (1-7), and single large text and
+# binary messages up to 16 MiB (9.1, 9.2) -- everything the fallback codec and bridge do, none
+# of the compression cases (zlib is the same C in both) or the throughput ones (9.3-9.8).
+FALLBACK_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.1.*", "9.2.*"]
+FALLBACK_EXPECTED_CASES = 258
+# Its time budget for wstest: the subset took 12 s in all (pytest, server and wstest; the
+# cases' own durations add up to 8.1 s, 9.1.6/9.2.6 the longest) on the 2-core machine; ten
+# times that allows for load.
+FALLBACK_BUDGET = 120.0
+FALLBACK_WARNING = "using the pure-Python WebSocket codec"
 
 GOOD = {"OK", "INFORMATIONAL"}
 COLUMNS = ["OK", "NON-STRICT", "INFORMATIONAL", "FAILED", "UNIMPLEMENTED"]
@@ -173,6 +188,29 @@ def describe_failures(bad: list[str], cases: dict, outdir: Path) -> str:
 
 @pytest.mark.slow
 def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    only = os.environ.get("ASGIWS_AUTOBAHN_CASES", "").strip()
+    cases = [c.strip() for c in only.split(",") if c.strip()] if only else None
+    run_fuzzingclient(tmp_path, capsys, server_mode(), cases,
+                      expected_cases=None if only else EXPECTED_CASES, timeout=WSTEST_TIMEOUT)
+
+
+@pytest.mark.slow
+def test_autobahn_pure_python_fallback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The named subset against asgiws with ASGIWS_NO_EXTENSIONS=1 (the pure-Python codec and
+    bridge), within FALLBACK_BUDGET."""
+    run_fuzzingclient(tmp_path, capsys, "asgiws", FALLBACK_CASES, expected_cases=FALLBACK_EXPECTED_CASES,
+                      timeout=FALLBACK_BUDGET, server_env={"ASGIWS_NO_EXTENSIONS": "1"},
+                      agent="asgiws-pure-python", server_says=FALLBACK_WARNING)
+
+
+def run_fuzzingclient(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, patterns: list[str] | None, *,
+    expected_cases: int | None, timeout: float, server_env: dict[str, str] | None = None,
+    agent: str | None = None, server_says: str | None = None,
+) -> None:
+    """Run wstest's fuzzingclient (`patterns`: case ids, None for all) against the server `mode`
+    names; fail on any case not OK/INFORMATIONAL, on a case count other than `expected_cases`
+    (None: not checked), and when the server log lacks `server_says`."""
     wstest = find_wstest()
     if wstest is None:
         pytest.skip(
@@ -180,8 +218,7 @@ def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[st
             f"no wstest in {autobahn_venv()}"
         )
 
-    mode = server_mode()
-    agent = mode.replace(":", "-")
+    agent = agent or mode.replace(":", "-")
     port = free_port()
     cmd = server_command(port, mode)
     outdir = tmp_path / "reports"
@@ -190,15 +227,15 @@ def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[st
     spec = json.loads(SPEC_TEMPLATE.read_text())
     spec["outdir"] = str(outdir)
     spec["servers"] = [{**spec["servers"][0], "agent": agent, "url": f"ws://127.0.0.1:{port}"}]
-    only = os.environ.get("ASGIWS_AUTOBAHN_CASES", "").strip()
-    if only:
-        spec["cases"] = [c.strip() for c in only.split(",") if c.strip()]
+    if patterns:
+        spec["cases"] = patterns
     spec_path = tmp_path / "fuzzingclient.json"
     spec_path.write_text(json.dumps(spec, indent=2))
 
     server_log = tmp_path / "server.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.update(server_env or {})
     print(f"\n[autobahn] server: {' '.join(cmd)}")
     with open(server_log, "wb") as server_out:
         server = subprocess.Popen(
@@ -212,7 +249,7 @@ def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[st
         wenv = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
         wstest_log = tmp_path / "wstest.log"
         print(f"[autobahn] {wstest} -m fuzzingclient -s {spec_path}  (cases {spec['cases']}, "
-              f"timeout {WSTEST_TIMEOUT:.0f}s)")
+              f"timeout {timeout:.0f}s)")
         started = time.monotonic()
         with open(wstest_log, "wb") as wout:
             client = subprocess.Popen(
@@ -221,11 +258,11 @@ def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[st
                 stdout=wout, stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:
-            client.wait(WSTEST_TIMEOUT)
+            client.wait(timeout)
         except subprocess.TimeoutExpired:
             stop_process_group(client, grace=2.0)
             pytest.fail(
-                f"wstest did not finish within {WSTEST_TIMEOUT:.0f}s (ASGIWS_AUTOBAHN_TIMEOUT); "
+                f"wstest did not finish within {timeout:.0f}s; "
                 f"last output:\n{tail(wstest_log)}\nserver log:\n{tail(server_log)}",
                 pytrace=False,
             )
@@ -245,18 +282,20 @@ def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[st
     summary = summarize(cases) if cases else "(no case results)"
     # Shown even without -s, so that CI logs carry the summary of a passing run too.
     with capsys.disabled():
-        print(f"\n[autobahn] {len(cases)} cases against {mode} in {elapsed:.1f}s; "
+        print(f"\n[autobahn] {len(cases)} cases against {agent} in {elapsed:.1f}s; "
               f"report: {outdir / 'index.html'}")
         print(summary)
 
     problems = []
     if not server_alive:
         problems.append(f"server exited during the run (code {server.returncode}):\n{tail(server_log)}")
-    if not only and len(cases) != EXPECTED_CASES:
+    if expected_cases is not None and len(cases) != expected_cases:
         problems.append(
-            f"expected {EXPECTED_CASES} cases, got {len(cases)} (a connection failure stops wstest early):\n"
+            f"expected {expected_cases} cases, got {len(cases)} (a connection failure stops wstest early):\n"
             f"{tail(wstest_log)}"
         )
+    if server_says is not None and server_says not in tail(server_log, 200):
+        problems.append(f"the server log does not say {server_says!r}:\n{tail(server_log)}")
     bad = sorted(
         (cid for cid, res in cases.items()
          if res.get("behavior") not in GOOD or res.get("behaviorClose") not in GOOD),
@@ -273,4 +312,4 @@ def test_autobahn_fuzzingclient(tmp_path: Path, capsys: pytest.CaptureFixture[st
         )
     if problems:
         report = "\n\n".join(problems)
-        pytest.fail(f"Autobahn fuzzingclient against {mode}:\n{summary}\n\n{report}", pytrace=False)
+        pytest.fail(f"Autobahn fuzzingclient against {agent}:\n{summary}\n\n{report}", pytrace=False)

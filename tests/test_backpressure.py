@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asgiws._codec import OP_BINARY, OP_CLOSE, OP_TEXT, FrameParser, build_close_payload, build_frame
+from asgiws.codec import OP_BINARY, OP_CLOSE, OP_TEXT, FrameParser, build_close_payload, build_frame
 
 from conftest import TIMEOUT
 

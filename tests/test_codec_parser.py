@@ -2,18 +2,26 @@
 
 Generated streams are parsed by the codec (whole, in random pieces, through get_buffer/feed) and
 by the reference parser, and must give the same frames; every protocol violation has its own test
-asserting the exact close code from both parsers."""
+asserting the exact close code from both parsers. Every test of the codec runs twice: against
+the C extension (`cython`, skipped when it is not built) and against the pure-Python runtime
+fallback, `asgiws._codec_py` (`python`)."""
 
 import os
 import random
 import struct
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asgiws import _codec, _reference
+from asgiws import _codec_py, _reference
 from asgiws._reference import Opcode
+
+try:
+    from asgiws import _codec
+except ImportError:  # not built: the pure-Python codec is still compared with the reference
+    _codec = None
 
 from codec_streams import (
     INVALID_PAYLOAD,
@@ -33,24 +41,32 @@ from codec_streams import (
 )
 
 KEY = b"\x37\xfa\x21\x3d"
-IMPLEMENTATIONS = {"codec": _codec.FrameParser, "reference": _reference.ReferenceParser}
+UNBUILT = pytest.mark.skipif(_codec is None, reason="asgiws._codec is not built")
+# The codecs under test: the extension and the pure-Python fallback.
+CODECS = [pytest.param(_codec, id="cython", marks=UNBUILT), pytest.param(_codec_py, id="python")]
+IMPLEMENTATIONS = [
+    pytest.param(_codec and _codec.FrameParser, id="cython", marks=UNBUILT),
+    pytest.param(_codec_py.FrameParser, id="python"),
+    pytest.param(_reference.ReferenceParser, id="reference"),
+]
 
 masks = st.binary(min_size=4, max_size=4)
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+@pytest.fixture(params=IMPLEMENTATIONS)
 def make_parser(request):
-    return IMPLEMENTATIONS[request.param]
+    return request.param
 
 
 # ---------------------------------------------------------------------------------------------
 # Generated valid streams
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(data=st.data(), is_server=st.booleans(), rsv1_allowed=st.booleans())
-def test_random_streams_parse_the_same_however_split(data, is_server, rsv1_allowed):
+def test_random_streams_parse_the_same_however_split(codec, data, is_server, rsv1_allowed):
     specs = data.draw(frame_specs(rsv1_allowed=rsv1_allowed, allow_big=True), label="specs")
     keys = [data.draw(masks) for _ in specs] if is_server else None
     stream = build_stream(specs, keys)
@@ -61,21 +77,21 @@ def test_random_streams_parse_the_same_however_split(data, is_server, rsv1_allow
     reads = data.draw(st.lists(st.integers(1, 70_000), min_size=1, max_size=10), label="reads")
     hints = data.draw(st.lists(st.integers(-1, 100_000), min_size=1, max_size=4), label="hints")
 
-    codec_whole = _codec.FrameParser(**options)
+    codec_whole = codec.FrameParser(**options)
     for name, result in [
         ("reference whole", feed_in_pieces(_reference.ReferenceParser(**options), stream, whole)),
         ("reference split", feed_in_pieces(_reference.ReferenceParser(**options), stream, cuts)),
         ("codec whole", feed_in_pieces(codec_whole, stream, whole)),
-        ("codec split", feed_in_pieces(_codec.FrameParser(**options), stream, cuts)),
+        ("codec split", feed_in_pieces(codec.FrameParser(**options), stream, cuts)),
         ("codec get_buffer", feed_through_get_buffer(
-            _codec.FrameParser(**options), stream, reads, hints)),
+            codec.FrameParser(**options), stream, reads, hints)),
     ]:
         assert result.error_code is None, name
         assert result.frames == expected, name
         assert result.buffered == (None if specs and specs[-1].opcode == Opcode.CLOSE else 0), name
     assert codec_whole.bytes_parsed == len(stream)
 
-    bare = _codec.FrameParser(**options, bare_messages=True)
+    bare = codec.FrameParser(**options, bare_messages=True)
     items = []
     for start, end in zip(cuts, cuts[1:]):
         returned = [bare_item(item) for item in bare.feed_data(stream[start:end])]
@@ -86,9 +102,10 @@ def test_random_streams_parse_the_same_however_split(data, is_server, rsv1_allow
     assert bare.error is None and bare.bytes_parsed == len(stream)
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), is_server=st.booleans(), rsv1_allowed=st.booleans())
-def test_truncated_streams_keep_the_partial_frame_buffered(data, is_server, rsv1_allowed):
+def test_truncated_streams_keep_the_partial_frame_buffered(codec, data, is_server, rsv1_allowed):
     specs = data.draw(frame_specs(rsv1_allowed=rsv1_allowed), label="specs")
     keys = [data.draw(masks) for _ in specs] if is_server else None
     stream = build_stream(specs, keys)
@@ -98,9 +115,9 @@ def test_truncated_streams_keep_the_partial_frame_buffered(data, is_server, rsv1
     reference = feed_in_pieces(_reference.ReferenceParser(**options), stream[:end], [0, end])
     assert reference.error_code is None
     assert reference.frames == [spec.expected() for spec in specs][: len(reference.frames)]
-    assert feed_in_pieces(_codec.FrameParser(**options), stream[:end], cuts) == reference
-    codec = _codec.FrameParser(**options)
-    assert feed_through_get_buffer(codec, stream[:end], [7, 100]) == reference
+    assert feed_in_pieces(codec.FrameParser(**options), stream[:end], cuts) == reference
+    parser = codec.FrameParser(**options)
+    assert feed_through_get_buffer(parser, stream[:end], [7, 100]) == reference
 
 
 @st.composite
@@ -124,6 +141,7 @@ def mutated_streams(draw):
     return is_server, rsv1_allowed, bytes(stream)
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     case=st.one_of(
@@ -134,25 +152,25 @@ def mutated_streams(draw):
     frame_overhead=st.sampled_from([0, 0, 7, 64]),
     cuts=st.lists(st.integers(0, 2000), max_size=10),
 )
-def test_mutated_streams_same_outcome_as_reference(case, max_size, frame_overhead, cuts):
+def test_mutated_streams_same_outcome_as_reference(codec, case, max_size, frame_overhead, cuts):
     is_server, rsv1_allowed, stream = case
     options = dict(is_server=is_server, rsv1_allowed=rsv1_allowed, max_size=max_size,
                    frame_overhead=frame_overhead)
     bounds = split_points(cuts, len(stream))
     reference = _reference.ReferenceParser(**options)
-    codec = _codec.FrameParser(**options)
-    bare = _codec.FrameParser(**options, bare_messages=True)
+    parser = codec.FrameParser(**options)
+    bare = codec.FrameParser(**options, bare_messages=True)
     assembler = BareAssembler()
     stopped = False
     for start, end in zip(bounds, bounds[1:]):
         chunk = stream[start:end]
         expected = outcome(reference, reference.feed_data(chunk), stopped)
-        assert outcome(codec, codec.feed_data(chunk), stopped) == expected
-        assert codec.bytes_parsed == reference.bytes_parsed
+        assert outcome(parser, parser.feed_data(chunk), stopped) == expected
+        assert parser.bytes_parsed == reference.bytes_parsed
         assert [bare_item(item) for item in bare.feed_data(chunk)] == assembler.items(expected.frames)
         assert (bare.error and bare.error.code) == expected.error_code
         stopped = expected.buffered is None
-    whole = _codec.FrameParser(**options)
+    whole = codec.FrameParser(**options)
     assert feed_in_pieces(whole, stream, [0, len(stream)]).error_code == (
         None if reference.error is None else reference.error.code)
 
@@ -208,8 +226,8 @@ def check_violation(make_parser, before, bad, code, *, split=False, **options):
     assert [frame_tuple(f) for f in frames] == [spec.expected() for spec in specs]
     assert parser.error is not None, "no error reported"
     assert parser.error.code == code, parser.error
-    if make_parser is _codec.FrameParser:
-        assert isinstance(parser.error, _codec.ProtocolError)
+    if make_parser is not _reference.ReferenceParser:
+        assert isinstance(parser.error, sys.modules[make_parser.__module__].ProtocolError)
     assert isinstance(parser.error.reason, str)
     assert parser.feed_data(trailer) == []
     assert parser.error.code == code
@@ -498,8 +516,9 @@ def test_every_fragment_after_the_first_counts_frame_overhead(make_parser):
     assert len(whole.feed_data(frame(2, b"x" * 1000))) == 1 and whole.error is None
 
 
-def test_fragments_are_assembled_into_one_buffer_with_no_object_each():
-    parser = _codec.FrameParser(bare_messages=True, frame_overhead=64)
+@pytest.mark.parametrize("codec", CODECS)
+def test_fragments_are_assembled_into_one_buffer_with_no_object_each(codec):
+    parser = codec.FrameParser(bare_messages=True, frame_overhead=64)
     assert parser.feed_data(frame(1, "é".encode()[:1], fin=False)) == []
     for _ in range(999):
         assert parser.feed_data(frame(0, b"", fin=False)) == []
@@ -508,15 +527,17 @@ def test_fragments_are_assembled_into_one_buffer_with_no_object_each():
     assert parser.assembled == 0 and parser.error is None
 
 
-def test_invalid_utf8_in_an_assembled_fragment_fails_on_that_fragment():
-    parser = _codec.FrameParser(bare_messages=True)
+@pytest.mark.parametrize("codec", CODECS)
+def test_invalid_utf8_in_an_assembled_fragment_fails_on_that_fragment(codec):
+    parser = codec.FrameParser(bare_messages=True)
     assert parser.feed_data(frame(1, b"ok", fin=False)) == []
     assert parser.feed_data(frame(0, b"\xff", fin=False)) == []
     assert parser.error.code == INVALID_PAYLOAD
 
 
-def test_max_items_bounds_one_feed_and_feed_0_parses_on():
-    parser = _codec.FrameParser(bare_messages=True, max_items=10)
+@pytest.mark.parametrize("codec", CODECS)
+def test_max_items_bounds_one_feed_and_feed_0_parses_on(codec):
+    parser = codec.FrameParser(bare_messages=True, max_items=10)
     data = b"".join(frame(2, b"%d" % i) for i in range(25)) + frame(9, b"p")
     got = parser.feed_data(data)
     assert len(got) == 10 and parser.more
@@ -526,8 +547,9 @@ def test_max_items_bounds_one_feed_and_feed_0_parses_on():
     assert parser.buffered == 0
 
 
-def test_too_big_with_the_default_max_size_does_not_allocate():
-    parser = _codec.FrameParser()
+@pytest.mark.parametrize("codec", CODECS)
+def test_too_big_with_the_default_max_size_does_not_allocate(codec):
+    parser = codec.FrameParser()
     before = parser.capacity
     parser.feed_data(frame(2, declared=16 * 1024 * 1024 + 1))
     assert parser.error.code == MESSAGE_TOO_BIG
@@ -540,14 +562,15 @@ def test_length_above_2_to_the_32_with_huge_max_size_waits(make_parser):
     assert parser.feed_data(data) == []
     assert parser.error is None
     assert parser.buffered == len(data)
-    if make_parser is _codec.FrameParser:
+    if make_parser is not _reference.ReferenceParser:
         assert parser.capacity < 1 << 20  # the declared length was not allocated
 
 
-def test_get_buffer_does_not_allocate_a_declared_length_that_has_not_arrived():
+@pytest.mark.parametrize("codec", CODECS)
+def test_get_buffer_does_not_allocate_a_declared_length_that_has_not_arrived(codec):
     """With a huge max_size, a 14-byte header must not make the parser allocate 8 GiB: the buffer
     grows with the bytes that arrive, not with what a peer claims it will send."""
-    parser = _codec.FrameParser(max_size=1 << 40)
+    parser = codec.FrameParser(max_size=1 << 40)
     parser.feed_data(frame(2, declared=(1 << 33) + 7))
     buffer = parser.get_buffer()
     assert len(buffer) > 0
@@ -556,8 +579,9 @@ def test_get_buffer_does_not_allocate_a_declared_length_that_has_not_arrived():
     assert parser.capacity < 1 << 33
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("stop", ["close", "error"])
-def test_bytes_after_a_close_or_an_error_are_dropped(stop):
+def test_bytes_after_a_close_or_an_error_are_dropped(codec, stop):
     """Once stopped, the parser keeps nothing: a peer that goes on sending after its Close frame
     or after a violation (while the close handshake runs) must not grow the buffer."""
     first = frame(8, b"\x03\xe8") if stop == "close" else frame(3, b"")
@@ -565,7 +589,7 @@ def test_bytes_after_a_close_or_an_error_are_dropped(stop):
     reference.feed_data(first)
     reference.feed_data(b"\x00" * 100_000)
     assert reference.buffered == 0
-    parser = _codec.FrameParser(initial_size=64 * 1024)
+    parser = codec.FrameParser(initial_size=64 * 1024)
     parser.feed_data(first)
     for _ in range(200):  # 12.5 MiB, as a socket would deliver it
         buffer = parser.get_buffer()
@@ -577,13 +601,15 @@ def test_bytes_after_a_close_or_an_error_are_dropped(stop):
     assert parser.capacity <= 1 << 20, f"buffer grew to {parser.capacity} after {stop}"
 
 
-def test_default_initial_capacity_is_the_documented_16_kib():
-    assert _codec.FrameParser().capacity == 16 * 1024
+@pytest.mark.parametrize("codec", CODECS)
+def test_default_initial_capacity_is_the_documented_16_kib(codec):
+    assert codec.FrameParser().capacity == 16 * 1024
 
 
-def test_capacity_stays_put_over_many_reads_and_shrinks_back_after_a_burst():
+@pytest.mark.parametrize("codec", CODECS)
+def test_capacity_stays_put_over_many_reads_and_shrinks_back_after_a_burst(codec):
     initial = 64 * 1024
-    parser = _codec.FrameParser(initial_size=initial)
+    parser = codec.FrameParser(initial_size=initial)
     assert parser.capacity == initial
     small = b"".join(frame(2, os.urandom(32), mask=os.urandom(4)) for _ in range(10_000))
     # Reads that cut frames anywhere: the partial frame is compacted, the buffer never grows.
@@ -606,8 +632,9 @@ def test_capacity_stays_put_over_many_reads_and_shrinks_back_after_a_burst():
     assert parser.capacity == initial
 
 
-def test_get_buffer_is_never_empty_and_feed_checks_its_argument():
-    parser = _codec.FrameParser(initial_size=8192)
+@pytest.mark.parametrize("codec", CODECS)
+def test_get_buffer_is_never_empty_and_feed_checks_its_argument(codec):
+    parser = codec.FrameParser(initial_size=8192)
     for hint in (-1, 0, 1, 10, 100_000):
         buffer = parser.get_buffer(hint)
         assert len(buffer) > 0
@@ -621,10 +648,11 @@ def test_get_buffer_is_never_empty_and_feed_checks_its_argument():
     assert parser.feed(0) == []
 
 
-def test_large_frame_arrives_over_many_reads():
+@pytest.mark.parametrize("codec", CODECS)
+def test_large_frame_arrives_over_many_reads(codec):
     payload = os.urandom(300_000)
     data = frame(2, payload) + frame(1, "é".encode() * 1000)
-    parser = _codec.FrameParser()
+    parser = codec.FrameParser()
     result = feed_through_get_buffer(parser, data, [1, 13, 1500, 65536])
     assert result.frames == [(True, False, 2, payload), (True, False, 1, "é" * 1000)]
 
@@ -635,32 +663,34 @@ def test_large_frame_arrives_over_many_reads():
 ROUND_TRIP_LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 65537]
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("length", ROUND_TRIP_LENGTHS)
 @pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 @pytest.mark.parametrize("is_server", [True, False], ids=["client-to-server", "server-to-client"])
-def test_build_parse_round_trip(length, opcode, is_server):
+def test_build_parse_round_trip(codec, length, opcode, is_server):
     key = os.urandom(4) if is_server else None
     if opcode == Opcode.TEXT:
         text = ("é" * length)[: length // 2] + "a" * (length % 2)
         payload, expected = text, text
     else:
         payload = expected = os.urandom(length)
-    built = _codec.build_frame(opcode, payload, mask=key)
+    built = codec.build_frame(opcode, payload, mask=key)
     assert type(built) is bytes
     assert built == _reference.build_frame(opcode, payload, mask=key)
-    for parser in (_codec.FrameParser(is_server=is_server),
+    for parser in (codec.FrameParser(is_server=is_server),
                    _reference.ReferenceParser(is_server=is_server)):
         frames = parser.feed_data(built)
         assert parser.error is None
         assert [frame_tuple(f) for f in frames] == [(True, False, opcode, expected)]
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("fin", [True, False])
 @pytest.mark.parametrize("rsv1", [True, False])
-def test_build_frame_flags_and_payload_types(fin, rsv1):
+def test_build_frame_flags_and_payload_types(codec, fin, rsv1):
     for payload in (b"abc", bytearray(b"abc"), memoryview(b"xabcx")[1:4], "abc"):
         for key in (None, KEY):
-            built = _codec.build_frame(Opcode.BINARY, payload, fin=fin, rsv1=rsv1, mask=key)
+            built = codec.build_frame(Opcode.BINARY, payload, fin=fin, rsv1=rsv1, mask=key)
             assert built == _reference.build_frame(Opcode.BINARY, payload, fin=fin, rsv1=rsv1,
                                                    mask=key)
 
@@ -668,27 +698,29 @@ def test_build_frame_flags_and_payload_types(fin, rsv1):
 HEADER_LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 32, (1 << 63) - 1]
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("length", HEADER_LENGTHS)
-def test_build_header(length):
+def test_build_header(codec, length):
     for opcode in (0, 1, 2, 8, 9, 10):
         for fin in (True, False):
             for rsv1 in (True, False):
                 for key in (None, KEY):
-                    header = _codec.build_header(opcode, length, fin=fin, rsv1=rsv1, mask=key)
+                    header = codec.build_header(opcode, length, fin=fin, rsv1=rsv1, mask=key)
                     assert header == _reference.build_header(opcode, length, fin=fin, rsv1=rsv1,
                                                              mask=key)
                     size = 2 if length <= 125 else 4 if length <= 0xFFFF else 10
                     assert len(header) == size + (4 if key else 0)
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 70_000), st.sampled_from([0, 1, 2, 8, 9, 10]), st.booleans(),
        st.one_of(st.none(), masks))
-def test_build_header_then_payload_is_build_frame(length, opcode, fin, key):
+def test_build_header_then_payload_is_build_frame(codec, length, opcode, fin, key):
     payload = bytes(length)
-    header = _codec.build_header(opcode, length, fin=fin, mask=key)
-    body = payload if key is None else _codec.mask(payload, key)
-    assert header + body == _codec.build_frame(opcode, payload, fin=fin, mask=key)
+    header = codec.build_header(opcode, length, fin=fin, mask=key)
+    body = payload if key is None else codec.mask(payload, key)
+    assert header + body == codec.build_frame(opcode, payload, fin=fin, mask=key)
 
 
 VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
@@ -696,57 +728,64 @@ VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
 INVALID_CLOSE_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1999, 2000, 2999, 5000, 65535]
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("code", VALID_CLOSE_CODES)
 @pytest.mark.parametrize("reason", ["", "bye", "é" * 61])
-def test_close_payload_round_trip(code, reason):
-    payload = _codec.build_close_payload(code, reason)
+def test_close_payload_round_trip(codec, code, reason):
+    payload = codec.build_close_payload(code, reason)
     assert payload == _reference.build_close_payload(code, reason)
     assert payload == struct.pack("!H", code) + reason.encode()
-    assert _codec.parse_close_payload(payload) == (code, reason)
+    assert codec.parse_close_payload(payload) == (code, reason)
     assert _reference.parse_close_payload(payload) == (code, reason)
 
 
-def test_close_payload_without_a_status():
-    assert _codec.build_close_payload(1005) == b""
-    assert _codec.parse_close_payload(b"") == (1005, "")
+@pytest.mark.parametrize("codec", CODECS)
+def test_close_payload_without_a_status(codec):
+    assert codec.build_close_payload(1005) == b""
+    assert codec.parse_close_payload(b"") == (1005, "")
     assert _reference.parse_close_payload(b"") == (1005, "")
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("code", INVALID_CLOSE_CODES)
-def test_parse_close_payload_invalid_code(code):
+def test_parse_close_payload_invalid_code(codec, code):
     payload = struct.pack("!H", code) + b"reason"
-    for implementation in (_codec, _reference):
+    for implementation in (codec, _reference):
         with pytest.raises(implementation.ProtocolError) as caught:
             implementation.parse_close_payload(payload)
         assert caught.value.code == PROTOCOL_ERROR
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("code", [c for c in INVALID_CLOSE_CODES if c != 1005])
-def test_build_close_payload_refuses_codes_not_for_the_wire(code):
-    for implementation in (_codec, _reference):
+def test_build_close_payload_refuses_codes_not_for_the_wire(codec, code):
+    for implementation in (codec, _reference):
         with pytest.raises(ValueError):
             implementation.build_close_payload(code, "")
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize(
     "payload, code",
     [(b"\x03", PROTOCOL_ERROR), (b"\x03\xe8\xff", INVALID_PAYLOAD),
      (b"\x03\xe8\xe2\x82", INVALID_PAYLOAD), (b"\x03\xe8\xed\xa0\x80", INVALID_PAYLOAD)],
 )
-def test_parse_close_payload_violations(payload, code):
-    for implementation in (_codec, _reference):
+def test_parse_close_payload_violations(codec, payload, code):
+    for implementation in (codec, _reference):
         with pytest.raises(implementation.ProtocolError) as caught:
             implementation.parse_close_payload(payload)
         assert caught.value.code == code
 
 
-def test_is_valid_close_code_everywhere():
+@pytest.mark.parametrize("codec", CODECS)
+def test_is_valid_close_code_everywhere(codec):
     for code in range(0, 70_000):
-        assert _codec.is_valid_close_code(code) == _reference.is_valid_close_code(code), code
-    assert [c for c in range(0, 70_000) if _codec.is_valid_close_code(c)] == (
+        assert codec.is_valid_close_code(code) == _reference.is_valid_close_code(code), code
+    assert [c for c in range(0, 70_000) if codec.is_valid_close_code(c)] == (
         [1000, 1001, 1002, 1003] + list(range(1007, 1015)) + list(range(3000, 5000)))
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=40, deadline=None)
 @given(
     sizes=st.lists(st.sampled_from([65535, 65536, 70000, 200_000]), min_size=1, max_size=3),
@@ -755,7 +794,7 @@ def test_is_valid_close_code_everywhere():
     fragmented=st.booleans(),
     bare=st.booleans(),
 )
-def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer, fragmented, bare):
+def test_large_binary_frames_received_in_place(codec, sizes, reads, through_get_buffer, fragmented, bare):
     """Binary frames from 64 KiB go straight into their payload object, or for a fragment of an
     assembled message (bare_messages) into the message buffer (get_buffer hands out a view of
     it); however the stream is cut, the frames equal the reference's."""
@@ -772,7 +811,7 @@ def test_large_binary_frames_received_in_place(sizes, reads, through_get_buffer,
             stream += _reference.build_frame(2, payload, mask=rng.randbytes(4))
     stream += _reference.build_frame(1, "tail", mask=rng.randbytes(4))
     expected = _reference.ReferenceParser().feed_data(stream)
-    parser = _codec.FrameParser(bare_messages=bare)
+    parser = codec.FrameParser(bare_messages=bare)
     got, offset, i = [], 0, 0
     while offset < len(stream):
         n = reads[i % len(reads)]

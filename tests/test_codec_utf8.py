@@ -1,5 +1,6 @@
 """asgiws._codec UTF-8 validation (utf8_valid, Utf8Validator) against the reference state machine
-in asgiws._reference and against CPython's strict decoder."""
+in asgiws._reference and against CPython's strict decoder; the pure-Python fallback's
+(asgiws._codec_py, which uses that decoder) too."""
 
 import functools
 
@@ -7,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgiws import _codec, _reference
+from asgiws import _codec_py, _reference
+
+try:
+    from asgiws import _codec
+except ImportError:  # not built: the pure-Python codec is still compared with the reference
+    _codec = None
+
+# The codecs under test: the extension and the pure-Python runtime fallback (asgiws._codec_py).
+NEEDS_EXTENSION = pytest.mark.skipif(_codec is None, reason="asgiws._codec is not built")
+CODECS = [pytest.param(_codec, id="cython", marks=NEEDS_EXTENSION), pytest.param(_codec_py, id="python")]
 
 
 def decodes(data: bytes) -> bool:
@@ -98,11 +108,12 @@ utf8_inputs = st.one_of(
 def check_whole(data: bytes) -> None:
     expected = decodes(data)
     assert _reference.utf8_valid(data) is expected, data
-    assert _codec.utf8_valid(data) is expected, data
-    assert _codec.utf8_valid(bytearray(data)) is expected
-    assert _codec.utf8_valid(memoryview(data)) is expected
-    validator = _codec.Utf8Validator()
-    assert (validator.feed(data) and validator.final()) is expected
+    for codec in (_codec, _codec_py) if _codec is not None else (_codec_py,):
+        assert codec.utf8_valid(data) is expected, (codec.__name__, data)
+        assert codec.utf8_valid(bytearray(data)) is expected
+        assert codec.utf8_valid(memoryview(data)) is expected
+        validator = codec.Utf8Validator()
+        assert (validator.feed(data) and validator.final()) is expected
 
 
 @settings(max_examples=1500, deadline=None)
@@ -161,6 +172,7 @@ TAILS = [
 ]
 
 
+@NEEDS_EXTENSION
 @pytest.mark.parametrize("tail", TAILS)
 def test_ascii_runs_of_every_length_then_a_multibyte_char(tail):
     """The C validator skips ASCII eight bytes at a time: every run length and alignment must
@@ -190,29 +202,32 @@ def feed_in_pieces(validator, data: bytes, cuts) -> bool:
     return all(verdicts) and validator.final()
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.lists(pieces, max_size=6).map(b"".join), corrupted_text(), valid_text))
-def test_incremental_split_at_every_point(data):
+def test_incremental_split_at_every_point(codec, data):
     expected = decodes(data)
     for split in range(len(data) + 1):
-        for validator in (_codec.Utf8Validator(), _reference.Utf8Validator()):
+        for validator in (codec.Utf8Validator(), _reference.Utf8Validator()):
             assert feed_in_pieces(validator, data, [0, split, len(data)]) is expected, (data, split)
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=300, deadline=None)
 @given(utf8_inputs, st.lists(st.integers(0, 400), max_size=20))
-def test_incremental_random_splits(data, cuts):
+def test_incremental_random_splits(codec, data, cuts):
     bounds = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
     expected = decodes(data)
-    assert feed_in_pieces(_codec.Utf8Validator(), data, bounds) is expected
+    assert feed_in_pieces(codec.Utf8Validator(), data, bounds) is expected
     assert feed_in_pieces(_reference.Utf8Validator(), data, bounds) is expected
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=500, deadline=None)
 @given(utf8_inputs, st.lists(st.integers(0, 400), max_size=20))
-def test_feed_fails_on_the_chunk_that_makes_the_prefix_invalid(data, cuts):
+def test_feed_fails_on_the_chunk_that_makes_the_prefix_invalid(codec, data, cuts):
     bounds = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
-    codec_validator = _codec.Utf8Validator()
+    codec_validator = codec.Utf8Validator()
     reference_validator = _reference.Utf8Validator()
     end = 0
     for start, end in zip(bounds, bounds[1:]):
@@ -224,8 +239,9 @@ def test_feed_fails_on_the_chunk_that_makes_the_prefix_invalid(data, cuts):
     assert codec_validator.final() is decodes(data[:end])
 
 
-def test_validator_failure_is_sticky_until_reset():
-    validator = _codec.Utf8Validator()
+@pytest.mark.parametrize("codec", CODECS)
+def test_validator_failure_is_sticky_until_reset(codec):
+    validator = codec.Utf8Validator()
     assert validator.feed(b"ok \xe2\x82") is True
     assert validator.final() is False  # cut off
     assert validator.feed(b"\xac") is True
@@ -240,16 +256,18 @@ def test_validator_failure_is_sticky_until_reset():
     assert validator.final() is True
 
 
-def test_validator_reset_clears_a_pending_sequence():
-    validator = _codec.Utf8Validator()
+@pytest.mark.parametrize("codec", CODECS)
+def test_validator_reset_clears_a_pending_sequence(codec):
+    validator = codec.Utf8Validator()
     assert validator.feed(b"\xf0\x9f") is True
     validator.reset()
     assert validator.feed(b"a") is True  # no longer a continuation of the reset bytes
     assert validator.final() is True
 
 
-def test_validator_empty_chunks():
-    validator = _codec.Utf8Validator()
+@pytest.mark.parametrize("codec", CODECS)
+def test_validator_empty_chunks(codec):
+    validator = codec.Utf8Validator()
     assert validator.final() is True
     assert validator.feed(b"") is True
     assert validator.feed(b"\xe2") is True
@@ -257,11 +275,23 @@ def test_validator_empty_chunks():
     assert validator.final() is False
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=20, deadline=None)
 @given(st.text(min_size=1, max_size=50), st.integers(1000, 300_000))
-def test_large_inputs(text, repeat):
+def test_large_inputs(codec, text, repeat):
     encoded = (text.encode("utf-8") * (repeat // len(text) + 1))[:repeat]
-    assert _codec.utf8_valid(encoded) is decodes(encoded)
+    assert codec.utf8_valid(encoded) is decodes(encoded)
     bad = bytearray(encoded)
     bad[len(bad) // 2] = 0xFF
-    assert _codec.utf8_valid(bad) is False
+    assert codec.utf8_valid(bad) is False
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("prefix", [b"\xed\xa0", b"ok \xed\xbf", b"\xe0\x80", b"\xf4\x90"])
+def test_a_prefix_no_character_starts_with_fails_at_once(codec, prefix):
+    """CPython's incremental decoder leaves a surrogate's first two bytes (ED A0..BF) for the
+    final decode; the fallback must refuse them as soon as they arrive, as the C DFA does
+    (found by hypothesis in test_feed_fails_on_the_chunk_that_makes_the_prefix_invalid)."""
+    validator = codec.Utf8Validator()
+    assert validator.feed(prefix) is False
+    assert _reference.Utf8Validator().feed(prefix) is False

@@ -415,7 +415,7 @@ def test_head_larger_than_a_slice(run_server):
 
 def test_websocket_upgrade_after_many_pipelined_requests_keeps_its_leftover(run_server):
     pytest.importorskip("asgiws.asgi.websocket", reason="the WebSocket bridge is not built yet")
-    from asgiws._codec import OP_TEXT, FrameParser, build_frame
+    from asgiws.codec import OP_TEXT, FrameParser, build_frame
 
     async def app(scope, receive, send):
         if scope["type"] == "websocket":

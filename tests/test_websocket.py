@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from asgiws._codec import FrameParser, build_close_payload, build_frame, parse_close_payload
+from asgiws.codec import FrameParser, build_close_payload, build_frame, parse_close_payload
 from asgiws.asgi import ClientDisconnected
 
 TIMEOUT = 10.0

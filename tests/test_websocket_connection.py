@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgiws._codec import build_close_payload, build_frame, parse_close_payload
+from asgiws.codec import build_close_payload, build_frame, parse_close_payload
 from asgiws.websocket.connection import CloseReceived, Connection, Pong, State
 from asgiws.websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from asgiws.websocket.handshake import parse_extensions
@@ -23,7 +23,7 @@ def client_frame(opcode, payload=b"", fin=True, rsv1=False):
 
 def parse_server_frames(data):
     """Split the server's output into (opcode, payload) with the codec's client-side parser."""
-    from asgiws._codec import FrameParser
+    from asgiws.codec import FrameParser
 
     parser = FrameParser(is_server=False, max_size=1 << 30)
     return [(f.opcode, f.payload) for f in parser.feed_data(b"".join(data))]
@@ -248,7 +248,7 @@ def test_parser_bare_messages_mode():
     """The connection's parser returns whole messages as bare payloads (its hot path), a
     fragmented uncompressed message assembled into one when its final frame arrives, and Frame
     objects for everything else; `all_bare` says which kind the last feed returned."""
-    from asgiws._codec import FrameParser
+    from asgiws.codec import FrameParser
 
     parser = FrameParser(bare_messages=True)
     frames = parser.feed_data(client_frame(1, "a") + client_frame(2, b"b"))

@@ -31,7 +31,7 @@ from websockets.sync.client import connect
 from asgiws.asgi.websocket import WebSocketProtocol
 
 from test_websocket import MASK, RawClient, Recorder, assert_still_serving, echo_app
-from asgiws._codec import build_frame
+from asgiws.codec import build_frame
 
 TIMEOUT = 10.0
 

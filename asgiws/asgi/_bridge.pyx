@@ -40,7 +40,6 @@ writes every connection's list with one `write`/`writelines` at the next loop it
 """
 
 import asyncio
-import enum
 import weakref
 
 from cpython.bytes cimport PyBytes_GET_SIZE
@@ -50,17 +49,11 @@ from cpython.unicode cimport PyUnicode_GET_LENGTH
 from asgiws._codec cimport FrameParser, server_frame, server_header
 
 from asgiws.asgi import ClientDisconnected
+from asgiws.asgi.app_state import AppState
 from asgiws.websocket.connection import State
 
 cdef extern from "Python.h":
     int PyUnicode_KIND(object o)
-
-
-class AppState(enum.Enum):
-    CONNECTING = "CONNECTING"  # websocket.connect delivered or pending; no answer yet
-    DENIAL = "DENIAL"          # websocket.http.response.start sent; body streaming
-    CONNECTED = "CONNECTED"    # accepted: 101 written
-    CLOSED = "CLOSED"          # closed by the app, refused, or the connection is gone
 
 
 # Module-level C references: `is` tests against them are pointer compares.

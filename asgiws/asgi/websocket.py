@@ -14,8 +14,9 @@ The app's side is one state machine, `AppState`, moved only by `_transition()`:
 What runs per message — `get_buffer`/`buffer_updated`, the queue of messages not yet received,
 the app's `receive()` and `send()`, write coalescing and backpressure — is compiled: it is the
 base class, `asgiws.asgi._bridge.WebSocketBridge` (see its docstring for the receive and send
-paths). This class holds what runs once per connection, and the rare events the bridge calls
-back: control frames, protocol failures, and the ASGI messages other than `websocket.send`.
+paths; without the extensions, its pure-Python twin `_bridge_py`, as `bridge.py` chooses).
+This class holds what runs once per connection, and the rare events the bridge calls back:
+control frames, protocol failures, and the ASGI messages other than `websocket.send`.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from ..websocket.connection import (
 )
 from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
-from .._codec import is_valid_close_code
+from ..codec import is_valid_close_code
 from ..stall import WriteStallWatch
 from . import ClientDisconnected, UnexpectedMessage
-from ._bridge import AppState, WebSocketBridge
+from .app_state import AppState
+from .bridge import WebSocketBridge
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")

@@ -744,13 +744,10 @@ class HttpProtocol(asyncio.Protocol):
             # refused before the app sees it, like an HTTP request over the limit.
             self.write_error_response(503, "Service Unavailable")
             return
-        try:
-            # Imported here: the WebSocket layer loads the C codec, which HTTP-only use never needs.
-            from asgiws.asgi.websocket import WebSocketProtocol
-        except ImportError as exc:
-            logger.error("WebSocket support is unavailable (%s); answering 500.", exc)
-            self.write_error_response(500, "WebSocket support is unavailable")
-            return
+        # Imported here, on the first upgrade: HTTP-only tests and tools never load the WebSocket
+        # layer. (It always imports: without the extensions it runs in pure Python.)
+        from asgiws.asgi.websocket import WebSocketProtocol
+
         self._cancel_timers()
         if self._stall_watch is not None:
             self._stall_watch.stop()

@@ -30,8 +30,8 @@ import os
 import zlib
 from typing import List, Optional, Union
 
-from .. import _codec
-from .._codec import FrameParser, build_close_payload, build_frame, parse_close_payload
+from .. import codec as _codec
+from ..codec import FrameParser, build_close_payload, build_frame, parse_close_payload
 from .deflate import MessageTooBig, PerMessageDeflate
 
 OP_CONTINUATION = _codec.OP_CONTINUATION
