@@ -28,7 +28,8 @@ cdef class Frame:
 
 cdef class FrameParser:
     cdef:
-        uint8_t *buf
+        uint8_t *buf            # NULL while nothing is buffered (an idle connection)
+        bint lent               # the last get_buffer() handed out the shared read buffer
         Py_ssize_t capacity_
         Py_ssize_t start        # first unparsed byte
         Py_ssize_t end          # one past the last received byte
@@ -87,6 +88,8 @@ cdef class FrameParser:
 
     cdef object get_buffer_c(self, Py_ssize_t sizehint)
     cdef list feed_c(self, Py_ssize_t nbytes)
+    cdef list _feed_buffered(self, Py_ssize_t nbytes, bint lent)
+    cdef int _keep_rest(self) except -1
     cdef list _parse(self)
     cdef int _fail(self, int code, str reason) except -1
     cdef void _fail_state(self)

@@ -117,6 +117,9 @@ class FrameParser:
     def buffered(self) -> int:
         """Bytes received but not yet parsed (a partial frame)."""
     @property
+    def owns_buffer(self) -> bool:
+        """Whether a receive buffer of its own is held (only while bytes wait in it)."""
+    @property
     def assembled(self) -> int:
         """Payload bytes of the fragmented message being assembled (bare_messages)."""
     @property

@@ -54,6 +54,14 @@ cdef enum:
     # From this payload size a binary frame is received straight into its bytes object.
     _DIRECT_MIN = 65536
 
+# The read buffer every parser with nothing buffered reads into (one per process; the event loop
+# reads one socket at a time, and feed() follows its get_buffer() before any other parser's).
+# What a read leaves unparsed — a partial frame, frames held or left for the next turn — is
+# copied into the parser's own buffer. So an idle connection owns no buffer, and a read on one
+# (a small message, or the FIN of one of 10,000 connections dropped at once) allocates nothing.
+cdef uint8_t *_shared_buf = NULL
+cdef Py_ssize_t _shared_size = 0
+
 _MASK_IMPL = asgiws_mask_init().decode("ascii")
 asgiws_utf8_feed(ASGIWS_UTF8_ACCEPT, NULL, 0)  # builds the UTF-8 tables at import
 
@@ -99,7 +107,8 @@ cdef class FrameParser:
                   Py_ssize_t max_items=0):
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
-        self.buf = NULL  # allocated by the first get_buffer()/feed_data(): idle costs nothing
+        self.buf = NULL  # owned only while bytes are buffered: idle costs nothing
+        self.lent = False
         self.capacity_ = initial_size
         self.initial_size = initial_size
         self.start = 0
@@ -144,6 +153,12 @@ cdef class FrameParser:
         return self.end - self.start
 
     @property
+    def owns_buffer(self):
+        """Whether this parser holds a receive buffer of its own (only while bytes wait in it;
+        reads into an empty parser go to the shared buffer)."""
+        return self.buf != NULL
+
+    @property
     def assembled(self):
         """Payload bytes of the fragmented message being assembled (bare_messages mode)."""
         return self.msg_len
@@ -161,8 +176,10 @@ cdef class FrameParser:
         return self.get_buffer_c(sizehint)
 
     cdef object get_buffer_c(self, Py_ssize_t sizehint):
+        global _shared_buf, _shared_size
         cdef Py_ssize_t want = _MIN_FREE
         cdef Py_ssize_t missing, received
+        cdef uint8_t *grown
         if self.direct_active:
             # The rest of a large frame goes straight into its destination, and nothing else
             # does: the view ends where the frame ends.
@@ -177,6 +194,16 @@ cdef class FrameParser:
             want = missing if missing < received else received
             if want < _MIN_FREE:
                 want = _MIN_FREE
+        elif self.buf == NULL:
+            # Nothing buffered: read into the shared buffer; feed() keeps only what is left.
+            if _shared_size < self.capacity_:
+                grown = <uint8_t *>PyMem_Realloc(_shared_buf, self.capacity_)
+                if grown == NULL:
+                    raise MemoryError()
+                _shared_buf = grown
+                _shared_size = self.capacity_
+            self.lent = True
+            return PyMemoryView_FromMemory(<char *>_shared_buf, self.capacity_, PyBUF_WRITE)
         self._reserve(want)
         return PyMemoryView_FromMemory(<char *>self.buf + self.end, self.capacity_ - self.end,
                                        PyBUF_WRITE)
@@ -206,6 +233,17 @@ cdef class FrameParser:
             return direct_frames
         if nbytes < 0 or nbytes > self.capacity_ - self.end:
             raise ValueError("nbytes out of range of the buffer handed out")
+        cdef bint lent = self.lent and self.buf == NULL
+        self.lent = False
+        if lent:
+            self.buf = _shared_buf
+        try:
+            return self._feed_buffered(nbytes, lent)
+        finally:
+            if lent:
+                self._keep_rest()
+
+    cdef list _feed_buffered(self, Py_ssize_t nbytes, bint lent):
         self.end += nbytes
         if self.state == PARSE_STOPPED:
             # Nothing after a Close frame or a violation is parsed: keep none of it.
@@ -215,11 +253,32 @@ cdef class FrameParser:
             self.all_bare = True
             return []
         cdef list frames = self._parse()
-        if not self.more:
+        if not self.more and not lent:
             # (With frames left for the next feed, moving them now would be wasted: a buffer
             # of tiny frames parsed max_items at a time would be moved once per feed.)
             self._compact()
         return frames
+
+    cdef int _keep_rest(self) except -1:
+        """After a feed from the shared buffer: copy what is left unparsed into a buffer of
+        this parser's own (initial_size, or the rest's size if larger), or own none."""
+        cdef Py_ssize_t rest = self.end - self.start
+        cdef uint8_t *own
+        self.buf = NULL
+        if rest <= 0:
+            self.start = self.end = 0
+            return 0
+        if self.capacity_ < rest:
+            self.capacity_ = rest
+        own = <uint8_t *>PyMem_Malloc(self.capacity_)
+        if own == NULL:
+            self.start = self.end = 0
+            raise MemoryError()
+        memcpy(own, _shared_buf + self.start, rest)
+        self.buf = own
+        self.start = 0
+        self.end = rest
+        return 0
 
     def feed_data(self, data):
         """Copy `data` into the buffer and parse (bytes that arrived outside get_buffer)."""
@@ -400,6 +459,7 @@ cdef class FrameParser:
     cdef int _reserve(self, Py_ssize_t free) except -1:
         cdef Py_ssize_t new_capacity
         cdef uint8_t *new_buf
+        self.lent = False
         if self.buf == NULL:
             if self.capacity_ < free:
                 self.capacity_ = free

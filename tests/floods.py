@@ -68,6 +68,8 @@ MASK = b"\x37\xfa\x21\x3d"
 NOFILE = 65536  # the open-file limit asked for, for this process and the server (idle floods)
 NEVER_READ_RCVBUF = 64 * KiB
 CONNECT_TIMEOUT = 10.0
+# The side client lists each wait longer than this with the wall-clock time it began.
+SLOW_WAIT = 0.05
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -571,11 +573,17 @@ def probe_main(port: int, max_seconds: float, grace: float = 0.5) -> None:
     connects: List[float] = []
     counters = {"unanswered": 0, "echo_errors": 0, "connect_failures": 0}
     pending: Dict[str, Optional[float]] = {"echo": None, "connect": None}  # start of what waits now
+    # Waits over SLOW_WAIT, with the wall-clock time they began: to line them up with the
+    # server's own timeline (a GC pass, the flood's phases).
+    slow: List[Tuple[str, float, float]] = []
     stopped_at = [float("inf")]
 
     def record(kind: str, started: float, ok: bool = True) -> None:
         with lock:
-            (echo if kind == "echo" else connects).append(time.perf_counter() - started)
+            waited = time.perf_counter() - started
+            (echo if kind == "echo" else connects).append(waited)
+            if waited > SLOW_WAIT:
+                slow.append((kind, round(time.time() - waited, 3), _ms(waited)))
             pending[kind] = None
             if not ok:
                 counters["connect_failures"] += 1
@@ -667,6 +675,7 @@ def probe_main(port: int, max_seconds: float, grace: float = 0.5) -> None:
         "connect": {"n": len(connect_values), "p50_ms": _ms(percentile(connect_values, 0.5)),
                     "max_ms": _ms(max(connect_values, default=None)),
                     "failures": counters["connect_failures"]},
+        "slow": slow,
     }), flush=True)
 
 
@@ -1138,14 +1147,17 @@ def _idle(server: Server, p: dict, deflate: bool) -> dict:
             batch = step(batch, lambda sock: sock.sendall(data))
             socks += step(batch, echo)
         opened_in = time.monotonic() - started
+        opened_at = time.time()
         time.sleep(p["hold"])
         rss = server.rss_kib()
     finally:
+        closing_at = time.time()
         for sock in socks:
             sock.close()
     return {"accepted": 0, "outcome": f"{len(socks)} open, {failures} failed",
             "details": {"connections": len(socks), "failures": failures, "opened_in_s": round(opened_in, 2),
-                        "rss_held_kib": rss}}
+                        "rss_held_kib": rss, "opened_at": round(opened_at, 3),
+                        "closing_at": round(closing_at, 3), "closed_at": round(time.time(), 3)}}
 
 
 def flood_idle(server: Server, p: dict) -> dict:
@@ -1314,7 +1326,7 @@ def run_flood(kind: str, flood: Flood, small: bool = False, server_args: Sequenc
                 accepted_bytes=outcome.get("accepted"),
                 outcome=outcome["outcome"],
                 details=outcome.get("details", {}),
-                echo=side.get("echo"), connect=side.get("connect"),
+                echo=side.get("echo"), connect=side.get("connect"), slow_waits=side.get("slow"),
                 side_error=side.get("error"),
                 rss_samples=monitor.samples,
             )

@@ -833,3 +833,51 @@ def test_large_binary_frames_received_in_place(codec, sizes, reads, through_get_
         assert [(f.fin, f.opcode, f.payload) for f in got] == [(f.fin, f.opcode, f.payload) for f in expected]
     assert parser.buffered == 0
     assert parser.bytes_parsed == len(stream)
+
+
+def test_an_empty_parser_reads_into_the_shared_buffer_and_keeps_only_what_is_left():
+    """Idle connections own no receive buffer; a read of whole frames allocates nothing, a read
+    that ends in a partial frame keeps only that, and a read that was never fed (a FIN: the read
+    returned 0 bytes) leaves nothing behind that another parser's read could disturb."""
+    a = _codec.FrameParser()
+    b = _codec.FrameParser()
+    whole = frame(2, b"hello", mask=KEY)
+    partial = frame(2, b"world", mask=KEY)
+
+    view = a.get_buffer(-1)
+    view[: len(whole)] = whole
+    del view
+    assert [f.payload for f in a.feed(len(whole))] == [b"hello"]
+    assert not a.owns_buffer and a.buffered == 0
+
+    view = a.get_buffer(-1)  # handed out, never fed: the read saw EOF
+    del view
+    view = b.get_buffer(-1)  # the same shared memory, now written by b's read
+    view[: len(whole) + 3] = whole + partial[:3]
+    del view
+    assert [f.payload for f in b.feed(len(whole) + 3)] == [b"hello"]
+    assert b.owns_buffer and b.buffered == 3
+
+    view = a.get_buffer(-1)  # a reads on: b's partial frame must not move
+    view[: len(partial)] = partial
+    del view
+    assert [f.payload for f in a.feed(len(partial))] == [b"world"]
+    assert [f.payload for f in b.feed_data(partial[3:])] == [b"world"]
+    assert not a.owns_buffer and not b.owns_buffer
+
+
+def test_frames_left_for_the_next_feed_move_out_of_the_shared_buffer():
+    parser = _codec.FrameParser(max_items=2)
+    data = b"".join(frame(2, bytes([i]) * 10, mask=KEY) for i in range(5))
+    view = parser.get_buffer(-1)
+    view[: len(data)] = data
+    del view
+    first = parser.feed(len(data))
+    assert [f.payload for f in first] == [bytes([0]) * 10, bytes([1]) * 10] and parser.more
+    assert parser.owns_buffer
+    other = _codec.FrameParser()  # overwrites the shared buffer
+    view = other.get_buffer(-1)
+    view[:64] = bytes(64)
+    del view
+    rest = parser.feed(0) + parser.feed(0)
+    assert [f.payload for f in rest] == [bytes([i]) * 10 for i in range(2, 5)]

@@ -78,7 +78,7 @@ beyond_unicode = st.one_of(
     st.integers(0, 0x3FFFFFF).map(lambda cp: encode_with_length(cp, 5)),
     st.integers(0, 0x7FFFFFFF).map(lambda cp: encode_with_length(cp, 6)),
 )
-truncated_chars = st.tuples(st.characters(min_codepoint=0x80), st.integers(1, 3)).map(
+truncated_chars = st.tuples(st.characters(min_codepoint=0x80, codec="utf-8"), st.integers(1, 3)).map(
     lambda pair: pair[0].encode("utf-8")[: -pair[1]] or pair[0].encode("utf-8")[:1]
 )
 stray_bytes = st.integers(0x80, 0xFF).map(lambda b: bytes([b]))
