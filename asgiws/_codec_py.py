@@ -45,6 +45,9 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 _MAX_CONTROL_PAYLOAD = 125  # RFC 6455 §5.5
 # Free space get_buffer() guarantees at least: a read of this size per recv() call.
 _MIN_FREE = 8192
+# The read buffer every parser with nothing buffered reads into (see _codec.pyx); replaced, never
+# resized, when a parser needs a larger one, since a view of it may still be alive.
+_shared_buf = bytearray(0)
 
 _PARSE_FRAMES = 0
 _PARSE_STOPPED = 1  # after a Close frame or a protocol error
@@ -129,7 +132,7 @@ class FrameParser:
     """Incremental frame parser over a receive buffer it owns. See _codec.pyi."""
 
     __slots__ = (
-        "_buf", "_capacity", "_start", "_end", "_initial_size", "_pending", "_state",
+        "_buf", "_lent", "_capacity", "_start", "_end", "_initial_size", "_pending", "_state",
         "_is_server", "rsv1_allowed", "max_size",
         "_message_opcode", "_message_compressed", "_message_size", "_utf8_state",
         "_partial_done", "_partial_utf8", "error", "frame_overhead",
@@ -145,7 +148,8 @@ class FrameParser:
                  bare_messages: bool = False, frame_overhead: int = 0, max_items: int = 0):
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
-        self._buf: Optional[bytearray] = None  # made by the first get_buffer()/feed_data()
+        self._buf: Optional[bytearray] = None  # owned only while bytes wait in it
+        self._lent = False  # the last get_buffer() handed out the shared read buffer
         self._capacity = initial_size
         self._initial_size = initial_size
         self._start = 0  # first unparsed byte
@@ -180,6 +184,11 @@ class FrameParser:
         return self._end - self._start
 
     @property
+    def owns_buffer(self) -> bool:
+        """Whether a receive buffer of its own is held (only while bytes wait in it)."""
+        return self._buf is not None
+
+    @property
     def assembled(self) -> int:
         """Payload bytes of the fragmented message being assembled (bare_messages mode)."""
         return len(self._msg) if self._msg is not None else 0
@@ -201,6 +210,14 @@ class FrameParser:
             want = missing if missing < received else received
             if want < _MIN_FREE:
                 want = _MIN_FREE
+        elif self._buf is None:
+            # Nothing buffered: read into the shared buffer; feed() keeps only what is left
+            # (see _codec.pyx: an idle connection owns no buffer).
+            global _shared_buf
+            if len(_shared_buf) < self._capacity:
+                _shared_buf = bytearray(self._capacity)  # new, not resized: views may live
+            self._lent = True
+            return memoryview(_shared_buf)[:self._capacity]
         self._reserve(want)
         return memoryview(self._buf)[self._end:]
 
@@ -216,6 +233,17 @@ class FrameParser:
         """`nbytes` were written into the last buffer handed out: parse every complete frame."""
         if nbytes < 0 or nbytes > self._capacity - self._end:
             raise ValueError("nbytes out of range of the buffer handed out")
+        lent = self._lent and self._buf is None
+        self._lent = False
+        if not lent:
+            return self._feed_buffered(nbytes, False)
+        self._buf = _shared_buf
+        try:
+            return self._feed_buffered(nbytes, True)
+        finally:
+            self._keep_rest()
+
+    def _feed_buffered(self, nbytes: int, lent: bool) -> List[Union[Frame, str, bytes]]:
         self._end += nbytes
         if self._state == _PARSE_STOPPED:
             # Nothing after a Close frame or a violation is parsed: keep none of it.
@@ -225,9 +253,23 @@ class FrameParser:
             self.all_bare = True
             return []
         frames = self._parse()
-        if not self.more:
+        if not self.more and not lent:
             self._compact()
         return frames
+
+    def _keep_rest(self) -> None:
+        """After a feed from the shared buffer: copy what is left unparsed into a buffer of
+        this parser's own (initial_size, or the rest's size if larger), or own none."""
+        start, end = self._start, self._end
+        self._buf = None
+        self._start = self._end = 0
+        if end > start:
+            if self._capacity < end - start:
+                self._capacity = end - start
+            own = bytearray(self._capacity)
+            own[:end - start] = memoryview(_shared_buf)[start:end]  # copy
+            self._buf = own
+            self._end = end - start
 
     def feed_data(self, data) -> List[Union[Frame, str, bytes]]:
         """Copy `data` into the buffer and parse (bytes that arrived outside get_buffer)."""
@@ -244,6 +286,7 @@ class FrameParser:
     # -- the buffer -------------------------------------------------------------------------
 
     def _reserve(self, free: int) -> None:
+        self._lent = False
         buf = self._buf
         if buf is None:
             if self._capacity < free:
