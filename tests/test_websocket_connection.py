@@ -190,7 +190,7 @@ def test_a_compressed_message_inflates_a_step_per_call_then_the_frames_behind_it
     data = (client_frame(2, client_deflate(message), rsv1=True) + client_frame(9, b"p")
             + client_frame(1, client_deflate(b"after"), rsv1=True))
     assert conn.receive_data(data) == [] and conn.more
-    assert conn.outgoing == []  # the Ping behind the message waits for it
+    assert not conn.outgoing  # the Ping behind the message waits for it
     assert conn.resume() == [] and conn.more
     assert conn.resume() == [message, "after"] and not conn.more
     assert parse_server_frames(conn.data_to_send()) == [(10, b"p")]

@@ -66,6 +66,9 @@ _STATUS_PHRASES = {
 }  # fmt: skip
 
 
+# What this server offers for permessage-deflate: one immutable object for every connection.
+_DEFLATE_SETTINGS = DeflateSettings()
+
 # How many connection ends (a close after the peer's FIN, or telling an app its connection is
 # gone) one loop turn handles at most.
 _ENDS_PER_TURN = 64
@@ -132,7 +135,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "lifespan_state",
         "ping_payload",
         "ping_timer",
-        "request",
+        "request_key",
         "scope",
         "server_state",
         "started",
@@ -179,7 +182,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             self._http_response(exc.status, exc.headers, exc.reason.encode() + b"\n")
             self.state = AppState.CLOSED
             return
-        self.request = request
+        # Only the key outlives the handshake: the parsed request (its extension offers and
+        # their lists) would be garbage the collector walks for as long as the connection lives.
+        self.request_key = request.key
         scheme = "wss" if http_scope.get("scheme") == "https" else "ws"
         self.scope = {
             "type": "websocket",
@@ -204,11 +209,10 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         deflate = None
         self.extensions_header = None
         if self.config.ws_per_message_deflate and request.extensions:
-            settings = DeflateSettings()
-            agreed = negotiate(request.extensions, settings)
+            agreed = negotiate(request.extensions, _DEFLATE_SETTINGS)
             if agreed is not None:
                 params, self.extensions_header = agreed
-                deflate = PerMessageDeflate(params, settings)
+                deflate = PerMessageDeflate(params, _DEFLATE_SETTINGS)
         self.conn = Connection(max_size=self.config.ws_max_size, deflate=deflate,
                                frame_overhead=self.config.ws_frame_overhead)
         transport.set_write_buffer_limits(high=self.config.ws_high_water)
@@ -350,7 +354,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
             logger.info("App accepted subprotocol %r the client did not offer", subprotocol)
         self.transport.write(build_response(
-            self.request.key, subprotocol, self.extensions_header,
+            self.request_key, subprotocol, self.extensions_header,
             headers + self.config.response_fields.fields_for(headers)))
         self.status = 101
         self.subprotocol = subprotocol

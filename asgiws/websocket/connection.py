@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import os
 import zlib
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from .. import codec as _codec
 from ..codec import FrameParser, build_close_payload, build_frame, parse_close_payload
@@ -40,6 +40,10 @@ OP_BINARY = _codec.OP_BINARY
 OP_CLOSE = _codec.OP_CLOSE
 OP_PING = _codec.OP_PING
 OP_PONG = _codec.OP_PONG
+
+# An empty `outgoing` / `_pending`: shared and immutable, so an idle connection holds no list
+# of its own (one object less per connection for the garbage collector to walk).
+_NOTHING: tuple = ()
 
 # What one receive()/resume() call inflates at most: about a millisecond of zlib (a deflate bomb
 # reaches max_size in steps, a loop turn each when driven by the ASGI bridge).
@@ -105,7 +109,8 @@ class Connection:
         self.parser = FrameParser(is_server=is_server, max_size=max_size,
                                   rsv1_allowed=deflate is not None, bare_messages=True,
                                   frame_overhead=frame_overhead)
-        self.outgoing: List[bytes] = []
+        # Frames owed to the peer (a list once there is one; an idle connection holds no list).
+        self.outgoing: Sequence[bytes] = _NOTHING
         # The close code and reason we sent, once we sent one.
         self.close_sent: Optional[CloseReceived] = None
         self.close_received: Optional[CloseReceived] = None
@@ -125,7 +130,7 @@ class Connection:
         self._inflate_left: Optional[int] = None
         self._inflating = False
         self._inflating_fin = False
-        self._pending: list = []
+        self._pending: Sequence[Any] = _NOTHING
         self.more = False
 
     # -- receiving ---------------------------------------------------------------------------
@@ -142,7 +147,7 @@ class Connection:
         """Go on where the last call stopped (`more`): the rest of a part-inflated frame, then the
         frames received behind it."""
         self.more = False
-        frames, self._pending = self._pending, []
+        frames, self._pending = self._pending, _NOTHING
         self._inflate_left = self.inflate_step
         events: List[Event] = []
         if self._inflating:
@@ -165,7 +170,7 @@ class Connection:
             # decoded); they are the events as they are.
             return frames
         if self.more:  # behind frames still waiting (a caller that did not resume() first)
-            self._pending.extend(frames)
+            self._pending = [*self._pending, *frames]
             return []
         self._inflate_left = self.inflate_step
         return self._handle_frames(frames, [])
@@ -192,7 +197,7 @@ class Connection:
                     return events
             elif opcode == OP_PING:
                 if self.state is State.OPEN:
-                    self.outgoing.append(build_frame(OP_PONG, frame.payload))
+                    self._owe(build_frame(OP_PONG, frame.payload))
             elif opcode == OP_PONG:
                 events.append(Pong(frame.payload))
             else:  # OP_CLOSE; the parser already validated its payload
@@ -285,7 +290,7 @@ class Connection:
         if self.state is State.OPEN:
             # Echo the peer's code (RFC 6455 §5.5.1); an empty Close is answered empty.
             echo = b"" if code == CloseCode.NO_STATUS_RCVD else build_close_payload(code)
-            self.outgoing.append(build_frame(OP_CLOSE, echo))
+            self._owe(build_frame(OP_CLOSE, echo))
             self.close_sent = CloseReceived(code, "")
         self.state = State.CLOSED
         return received
@@ -326,9 +331,9 @@ class Connection:
         """TCP is gone: nothing more is sent or delivered."""
         self.state = State.CLOSED
         self._inflating = False
-        self._pending = []
+        self._pending = _NOTHING
         self.more = False
-        self.outgoing = []
+        self.outgoing = _NOTHING
 
     def release(self) -> None:
         """Give back what only the wire needed, once TCP is gone: the receive buffers and the
@@ -339,8 +344,14 @@ class Connection:
         self._inflated = None
 
     def data_to_send(self) -> List[bytes]:
-        out, self.outgoing = self.outgoing, []
-        return out
+        out, self.outgoing = self.outgoing, _NOTHING
+        return out if type(out) is list else []
+
+    def _owe(self, frame: bytes) -> None:
+        if type(self.outgoing) is list:
+            self.outgoing.append(frame)
+        else:
+            self.outgoing = [frame]
 
 
 class ConnectionClosedError(Exception):

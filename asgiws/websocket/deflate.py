@@ -22,7 +22,7 @@ class MessageTooBig(Exception):
     """A compressed message inflates past the maximum message size."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeflateSettings:
     """What this server is willing to use (from Config)."""
 
@@ -32,7 +32,7 @@ class DeflateSettings:
     compress_level: int = zlib.Z_DEFAULT_COMPRESSION
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeflateParameters:
     """What was agreed with one client."""
 
