@@ -1,6 +1,6 @@
 """A FastAPI chat room that spans every worker and every instance, through Redis pub/sub.
 
-    REDIS_URL=redis://127.0.0.1:6379/0 CHAT_INSTANCE=a CHAT_TOKENS=tok-alice=alice,tok-bob=bob \
+    REDIS_URL=redis://127.0.0.1:6379/0 CHAT_INSTANCE=a CHAT_TOKENS=tok-alice=alice \
         asgiws app:app --app-dir examples/chat --workers 4
 
 Each process (a worker of `--workers N`, or an instance of its own) holds one Redis connection
@@ -130,8 +130,8 @@ async def healthz() -> dict:
 
 def user_for(websocket: WebSocket) -> Optional[str]:
     # Browsers cannot set headers on a WebSocket, so the token comes in the query string
-    # (wss://host/ws?token=...). Keep such URLs out of logs you share: asgiws's access log
-    # shows the path without the query string.
+    # (wss://host/ws?token=...). asgiws's access log leaves the query string out; nginx's
+    # default log format does not, so use short-lived tokens.
     return TOKENS.get(websocket.query_params.get("token", ""))
 
 
