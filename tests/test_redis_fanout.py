@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from conftest import ROOT, TIMEOUT
 from test_nginx import Nginx, certificate, free_port, needs_nginx  # noqa: F401 (certificate: a fixture)
@@ -190,3 +191,70 @@ def test_the_chat_refuses_strangers_and_bad_messages(spawn_server, tmp_path, cer
         with nginx.client() as http:
             health = http.get(nginx.url + "/healthz")
         assert health.status_code == 200 and health.json()["instance"] in ("a", "b")
+
+
+def read_frames(sock: socket.socket) -> List[Tuple[int, bytes]]:
+    """Read a server's (unmasked, uncompressed) frames until its Close: [(opcode, payload)]."""
+    buffer, frames = b"", []
+
+    def need(count: int) -> None:
+        nonlocal buffer
+        while len(buffer) < count:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                raise AssertionError(f"no Close after {len(frames)} frames") from None
+            assert chunk, f"connection closed after {len(frames)} frames, without a Close"
+            buffer += chunk
+
+    while True:
+        need(2)
+        opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+        header = 2
+        if length == 126:
+            need(4)
+            length, header = int.from_bytes(buffer[2:4], "big"), 4
+        elif length == 127:
+            need(10)
+            length, header = int.from_bytes(buffer[2:10], "big"), 10
+        need(header + length)
+        frames.append((opcode, buffer[header:header + length]))
+        buffer = buffer[header + length:]
+        if opcode == 0x8:
+            return frames
+
+
+@needs_redis
+def test_a_client_that_does_not_read_is_cut_off_not_buffered(spawn_server, tmp_path):
+    """examples/chat bounds what waits for one client (OUTBOX_BYTES, 1 MiB): a client that stops
+    reading while the room is busy gets a Close with 1013 once that is full; the others go on."""
+    with redis_server(tmp_path, SCALING_COMMANDS[0]) as redis_port, \
+            chat_instance(spawn_server, SCALING_COMMANDS[2], redis_port) as b:  # fmt: skip
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes back up
+        slow.settimeout(TIMEOUT)
+        with slow:
+            slow.connect(("127.0.0.1", b.port))
+            slow.sendall(f"GET /ws?token={TOKEN_LIST[1]} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += slow.recv(1)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            # Then it reads nothing while another client sends 8 MB (its own messages come back
+            # to it: max_queue=None keeps it reading them).
+            text = "x" * 4000
+            sent = 2000  # 8 MB: more than the outbox (1 MiB) and the kernel's send buffer (up to 4 MiB) hold
+            with connect(f"ws://127.0.0.1:{b.port}/ws?token={TOKEN_LIST[0]}", open_timeout=TIMEOUT, max_queue=None,
+                         proxy=None) as fast:  # fmt: skip
+                hello(fast)
+                for _ in range(sent):
+                    fast.send(json.dumps({"text": text}))
+                for seq in range(1, sent + 1):
+                    assert json.loads(fast.recv(TIMEOUT))["seq"] == seq
+            frames = read_frames(slow)
+        opcode, payload = frames[-1]
+        assert int.from_bytes(payload[:2], "big") == 1013 and payload[2:] == b"too slow"
+        delivered = len(frames) - 2  # less the hello and the Close
+        assert 0 < delivered < sent, delivered

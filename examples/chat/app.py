@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import socket
-from typing import Dict, Optional, Set
+from typing import Dict, Optional, Set, Tuple
 
 from fastapi import FastAPI, WebSocket, status
 
@@ -47,7 +47,8 @@ TOKENS: Dict[str, str] = dict(
 
 # Bounds, so that no client can make a process hold more than about 1 MiB for it:
 MAX_TEXT = 4096  # characters in one message; a longer one closes the WebSocket with 1008
-OUTBOX = 256  # messages waiting for one slow client; past that it is cut off with 1013
+OUTBOX_BYTES = 1024 * 1024  # waiting for one slow client, in bytes; past that it is cut off with 1013
+MESSAGE_OVERHEAD = 128  # bytes each queued message costs besides its text (the str and the tuple)
 
 _connection_ids = itertools.count(1)
 
@@ -59,7 +60,9 @@ class Client:
         self.websocket = websocket
         self.user = user
         self.sender = f"{user}@{INSTANCE}/{os.getpid()}/{next(_connection_ids)}"
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX)
+        # (text, cost) pairs; unbounded in count, bounded in bytes by Room._read through `queued`.
+        self.outbox: asyncio.Queue[Tuple[str, int]] = asyncio.Queue()
+        self.queued = 0
         self.too_slow = False
 
 
@@ -72,7 +75,7 @@ class Room:
         self._reader: Optional[asyncio.Task] = None
 
     async def start(self) -> None:
-        self.redis = aioredis.from_url(REDIS_URL, decode_responses=True)
+        self.redis = aioredis.from_url(REDIS_URL)  # bytes: a message's size is known before decoding
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         # Subscribe before the server accepts anyone (this runs in lifespan startup), so that a
         # client that got its hello gets every message published after it.
@@ -97,14 +100,17 @@ class Room:
             async for message in pubsub.listen():
                 if message["type"] != "message":
                     continue
+                data = message["data"]
+                text, cost = data.decode(), len(data) + MESSAGE_OVERHEAD  # one decode for every client
                 for client in list(self.clients):
-                    try:
-                        client.outbox.put_nowait(message["data"])
-                    except asyncio.QueueFull:
+                    if client.queued + cost > OUTBOX_BYTES:
                         # The same rule Redis applies to us (client-output-buffer-limit pubsub):
                         # a client that does not keep up is cut off, not buffered without end.
                         self.clients.discard(client)
                         client.too_slow = True
+                        continue
+                    client.queued += cost
+                    client.outbox.put_nowait((text, cost))
         finally:
             await pubsub.aclose()
 
@@ -178,8 +184,9 @@ async def _receive_text(websocket: WebSocket) -> Optional[str]:
 
 async def _write(client: Client) -> None:
     while not client.too_slow:
-        data = await client.outbox.get()
+        text, cost = await client.outbox.get()
+        client.queued -= cost
         # await send() waits while the client's socket is full (asgiws's backpressure); the
         # outbox above is what bounds the wait.
-        await client.websocket.send_text(data)
+        await client.websocket.send_text(text)
     await client.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason="too slow")
