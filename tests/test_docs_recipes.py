@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from asgiws.config import Config, IMPORT_TIME_ENV
 from conftest import ROOT, TIMEOUT, spawn
 from test_redis_fanout import SCALING_COMMANDS, needs_redis, redis_server, split_command
 
@@ -130,6 +132,14 @@ async def app(scope, receive, send):
 '''
 
 
+def clean_env(extra: Dict[str, str]) -> Dict[str, str]:
+    """The environment for an asgiws run outside spawn(): no ASGIWS_* / UVICORN_* settings of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASGIWS_", "UVICORN_")) or k in IMPORT_TIME_ENV}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
 def asgiws_args(command: str, app_dir: Path) -> Tuple[Dict[str, str], List[str]]:
     """A recipe's `asgiws ...` line as spawn() arguments: port 0, the app from app_dir."""
     env, argv = split_command(command)
@@ -147,8 +157,8 @@ def asgiws_args(command: str, app_dir: Path) -> Tuple[Dict[str, str], List[str]]
 
 
 @contextlib.contextmanager
-def serving(command: str, app_dir: Path, replacements: Dict[str, str] = {}):
-    for old, new in replacements.items():
+def serving(command: str, app_dir: Path, replacements: Optional[Dict[str, str]] = None):
+    for old, new in (replacements or {}).items():
         command = command.replace(old, new)
     env, args = asgiws_args(command, app_dir)
     proc = spawn(args, env=env)
@@ -181,17 +191,6 @@ def test_coming_from_uvicorn_check(tmp_path):
                             text=True, timeout=TIMEOUT, env=clean_env(env))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "asgiws: check passed" in result.stdout + result.stderr
-
-
-def clean_env(extra: Dict[str, str]) -> Dict[str, str]:
-    import os
-
-    from asgiws.config import IMPORT_TIME_ENV
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASGIWS_", "UVICORN_")) or k in IMPORT_TIME_ENV}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 @needs_redis
@@ -248,8 +247,6 @@ def test_kubernetes_deployment(tmp_path):
 
     # The grace period covers the preStop sleep, the graceful and lifespan shutdowns and the
     # supervisor's margin for a worker (5 s), as the page says.
-    from asgiws.config import Config
-
     pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
     graceful = flag("--timeout-graceful-shutdown", Config.timeout_graceful_shutdown)
     lifespan = flag("--timeout-lifespan-shutdown", Config.timeout_lifespan_shutdown)
@@ -313,7 +310,7 @@ def run_to_exit(tmp_path: Path, *args: str, status: int) -> str:
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path, *args: str, env: Dict[str, str] = {}):
+def running(tmp_path: Path, *args: str, env: Optional[Dict[str, str]] = None):
     (tmp_path / "myapp.py").write_text(MYAPP)
     proc = spawn([*args, "--app-dir", str(tmp_path)], env=env)
     try:
