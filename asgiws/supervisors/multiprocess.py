@@ -513,6 +513,10 @@ class _Worker:
         finally:
             for sig in WORKER_SIGNALS:
                 loop.remove_signal_handler(sig)
+                # Not back to the default action, which ends the process: the supervisor's
+                # SIGTERM may arrive after a Ctrl+C's SIGINT has shut this one down already,
+                # and must not turn its clean exit into "killed by SIGTERM".
+                signal.signal(sig, signal.SIG_IGN)
 
     def _on_signal(self, sig: int) -> None:
         force = sig == signal.SIGQUIT or (sig == signal.SIGINT and self.interrupted)
