@@ -72,9 +72,7 @@ from asgiws.supervisors.watch import FileFilter, make_watcher
 logger = logging.getLogger("asgiws.error")
 
 # What a server process runs: serve_child() below. `-c`, not `-m`, so that this module is not
-# imported twice (once as __main__); `-B` because a bytecode file written by one server process
-# records its source's modification time in whole seconds: an edit in the same second that keeps
-# the file's size would make the next process load the old code from it.
+# imported twice (once as __main__).
 CHILD_COMMAND = "from asgiws.supervisors.reload import serve_child; serve_child()"
 
 
@@ -172,6 +170,8 @@ class ReloadSupervisor:
 
     def _files_changed(self, paths: List[Path]) -> None:
         """In the watcher's thread: hand the paths over and wake the main thread."""
+        if self.watcher.stopping.is_set():  # the reloader is exiting, and closes the pipe
+            return
         with self._changed_lock:
             self._changed.update(paths)
         try:
@@ -205,6 +205,9 @@ class ReloadSupervisor:
         settings_r, settings_w = os.pipe()
         ready_r, ready_w = os.pipe()
         # The interpreter's own flags (-X dev, -W, -O ...) carry over, as multiprocessing does it.
+        # -B: no bytecode files. One records its source's modification time in whole seconds, so
+        # an edit in the same second as the previous process's import that keeps the file's size
+        # would make the next process load the old code from it.
         argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-B", "-c", CHILD_COMMAND,
                 str(settings_r), str(ready_w), *map(str, socket_fds)]  # fmt: skip
         try:
