@@ -109,6 +109,7 @@ CASES: Dict[str, List[Tuple[List[str], Expected]]] = {
     "--fd": [(["--fd", "3"], {"fd": 3})],
     "--reload": [
         (["--reload"], {"reload": True}),
+        (["--reload", "--workers", "1"], {"reload": True, "workers": 1}),
         (["--reload", "--workers", "2"], "reload: --reload runs one server process and does not combine with --workers 2"),
     ],
     "--reload-dir": [
