@@ -206,6 +206,21 @@ def test_a_server_that_cannot_start_waits_for_the_fix(spawn, app_dir):
         assert proc.wait() == 0
 
 
+def test_two_edits_in_one_second_that_keep_the_size_are_both_served(spawn_server, app_dir):
+    """A .pyc records its source's modification time in whole seconds and its size: had the
+    server process that imported the first edit written one, the second edit (same second, same
+    size) would be loaded from it, stale. Server processes run with -B; the mtimes are set by
+    hand so that the test does not depend on the clock."""
+    second = int(time.time()) - 10
+    # Bytecode allowed in the environment (an empty value is unset), so that -B is what is tested.
+    with reloading(spawn_server, app_dir, env={"PYTHONDONTWRITEBYTECODE": ""}) as proc:
+        for version, offset in (("v2", 0.1), ("v3", 0.6)):
+            write_app(app_dir, version)
+            os.utime(app_dir / "app.py", (second + offset, second + offset))
+            wait_for_body(proc.port, version.encode())
+    assert not list(app_dir.glob("__pycache__/*"))
+
+
 def server_pid(proc) -> int:
     """The pid of the server process serving now (the last one that started)."""
     proc.wait_for_line(r"Started server process \[(\d+)\]")
