@@ -188,7 +188,9 @@ class ReloadSupervisor:
             changed, self._changed = sorted(self._changed), set()
         if not changed or self.phase is not Phase.RUNNING:
             return
-        shown = ", ".join(_display(path) for path in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        shown = ", ".join(_display(path) for path in changed[:5])
+        if len(changed) > 5:
+            shown += f" and {len(changed) - 5} more"
         logger.info("Detected changes in %s; restarting", shown)
         for child in self.children:
             if child.state is ChildState.BOOTING:  # it may have imported the files before they changed
