@@ -415,8 +415,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.transport.abort()
 
     def shutdown(self) -> None:
-        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code and tell its
-        app now; refuse a handshake still waiting for the app."""
+        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code (1012 on a
+        restart: ServerState.ws_shutdown_close) and tell its app now; refuse a handshake still
+        waiting for the app."""
         if self.transport is None or self.transport.is_closing():
             return
         if self.state is AppState.CONNECTING:
@@ -424,9 +425,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             self.state = AppState.CLOSED
             return
         if self.conn is not None and self.conn.state is State.OPEN and self.status == 101:
-            code = self.config.ws_shutdown_close_code
-            self._close(code, "server shutting down", closed_by="server")
-            self._queue_disconnect(code, "server shutting down")
+            code, reason = self.server_state.ws_shutdown_close
+            self._close(code, reason, closed_by="server")
+            self._queue_disconnect(code, reason)
 
     # -- keepalive ----------------------------------------------------------------------------
 
@@ -489,7 +490,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 # Cancelled: the server is shutting down and the app outlived the grace period.
-                self._app_failed(self.config.ws_shutdown_close_code)
+                self._app_failed(self.server_state.ws_shutdown_close[0])
                 raise
             logger.error("Exception in ASGI application", exc_info=exc)
             self._app_failed(CloseCode.INTERNAL_ERROR)
