@@ -345,7 +345,7 @@ def reproduce_address_in_use(tmp_path) -> Reproduction:
 
 
 def reproduce_refused_flag(tmp_path) -> Reproduction:
-    return run_to_exit(tmp_path, "myapp:app", "--reload", status=2), {}
+    return run_to_exit(tmp_path, "myapp:app", "--interface", "wsgi", status=2), {}
 
 
 def reproduce_bad_value(tmp_path) -> Reproduction:
