@@ -21,6 +21,9 @@ class ServerState:
         # --limit-max-requests: called once, when the request that reaches the limit completes.
         self.request_limit: Optional[int] = None
         self.on_request_limit: Any = None
+        # --metrics-port: an asgiws.metrics.Metrics the protocols record into, or None. Each
+        # connection reads it once when it is made (no metrics: nothing recorded, nothing timed).
+        self.metrics: Any = None
 
     @property
     def total_requests(self) -> int:
