@@ -94,7 +94,10 @@ class Metrics:
         key = (method, status)
         child = self._requests.get(key)
         if child is None:
-            child = self._requests[key] = self.http_requests.labels(method if method in METHODS else "OTHER", str(status))
+            if method not in METHODS:
+                key = ("OTHER", status)  # kept apart from the known methods' children
+            child = self._requests.get(key) or self.http_requests.labels(key[0], str(status))
+            self._requests[key] = child
         child.inc()
         self.http_duration.observe(duration)
 

@@ -5,6 +5,7 @@ in-process, `--workers 2` as a real supervisor and workers; the missing extra.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -114,11 +115,18 @@ def test_listener_binds_loopback_by_default(run_server):
         assert server.server.exporter.httpd.socket.getsockname()[0] == "127.0.0.1"
 
 
-def test_metrics_off_records_nothing(run_server):
-    with run_server(app, access_log=False) as server:
-        assert server.server.exporter is None and server.server.server_state.metrics is None
+@pytest.mark.parametrize("access_log, observed", [(False, False), (True, True)])
+def test_metrics_off_is_decided_once_per_connection(run_server, caplog, access_log, observed):
+    """Metrics off: nothing to serve, nothing to record into; with the access log off too, a
+    connection is not `observed` at all, so no request on it is even timed."""
+    caplog.set_level(logging.INFO, logger="asgiws.access")
+    with run_server(app, access_log=access_log) as server:
+        state = server.server.server_state
+        assert server.server.exporter is None and state.metrics is None
         with httpx.Client() as client:
-            client.get(server.url)
+            assert client.get(server.url).status_code == 200
+            (conn,) = [c for c in state.connections if type(c).__name__ == "HttpProtocol"]
+            assert conn.observed is observed and conn._metrics is None
 
 
 def test_missing_extra_is_one_line(spawn, tmp_path):
