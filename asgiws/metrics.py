@@ -37,6 +37,11 @@ METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS
 # A scrape that has not sent its request within this many seconds is dropped.
 SCRAPE_TIMEOUT = 10.0
 
+# Scrapes served at once, each on its own thread (a few KiB of request head and one rendered
+# page each); a connection past this is closed unanswered, so a peer opening many connections
+# to the metrics port cannot make the server start a thread for each.
+MAX_SCRAPES = 4
+
 
 def check_available() -> None:
     """Raise ConfigError (one line naming the extra) when prometheus-client cannot be imported.
@@ -160,6 +165,26 @@ def worker_exited(pid: int) -> None:
     mark_process_dead(pid)
 
 
+class _BoundedServer(http.server.ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most MAX_SCRAPES requests in progress."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: closed unanswered
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class Exporter:
     """Answers GET /metrics (any path, as prometheus-client's own server does) on `sock`: one
     thread per scrape, so a slow one holds nobody else; each waits at most SCRAPE_TIMEOUT for
@@ -182,7 +207,7 @@ class Exporter:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes every few seconds would drown the server's own log
 
-        self.httpd = http.server.ThreadingHTTPServer(sock.getsockname()[:2], ScrapeHandler, bind_and_activate=False)
+        self.httpd = _BoundedServer(sock.getsockname()[:2], ScrapeHandler, bind_and_activate=False)
         self.httpd.socket.close()
         self.httpd.socket = sock
         self.thread: Optional[threading.Thread] = None

@@ -115,6 +115,27 @@ def test_listener_binds_loopback_by_default(run_server):
         assert server.server.exporter.httpd.socket.getsockname()[0] == "127.0.0.1"
 
 
+def test_scrapes_at_once_are_bounded(run_server):
+    """Connections to the metrics port that send nothing hold at most MAX_SCRAPES threads; the
+    next one is closed unanswered, and a scrape gets through again once they are gone."""
+    from asgiws.metrics import MAX_SCRAPES
+
+    with run_server(app, metrics_port=0) as server:
+        host, port = server.server.exporter.httpd.socket.getsockname()[:2]
+        idle = [socket.create_connection((host, port), timeout=TIMEOUT) for _ in range(MAX_SCRAPES)]
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while server.server.exporter.httpd.slots._value:  # until each idle one holds a slot
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with socket.create_connection((host, port), timeout=TIMEOUT) as extra:
+                assert extra.recv(100) == b""  # closed at once, not left waiting for its request
+        finally:
+            for sock in idle:
+                sock.close()
+        wait_for(metrics_url(server), lambda f: True, "a scrape after the idle connections closed")
+
+
 @pytest.mark.parametrize("access_log, observed", [(False, False), (True, True)])
 def test_metrics_off_is_decided_once_per_connection(run_server, caplog, access_log, observed):
     """Metrics off: nothing to serve, nothing to record into; with the access log off too, a
