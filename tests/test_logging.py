@@ -313,7 +313,7 @@ def test_log_format_json_end_to_end(tmp_path):
         out, err = proc.communicate(timeout=TIMEOUT)
     access = [json.loads(line) for line in out.splitlines()]
     errors = [json.loads(line) for line in err.splitlines()]
-    assert [entry["status"] for entry in access] == [200, 500]
+    assert [(entry["status"], entry["bytes"]) for entry in access] == [(200, 2), (500, len("Internal Server Error"))]
     first = access[0]
     assert (first["logger"], first["level"], first["method"], first["path"]) == ("asgiws.access", "INFO", "GET", "/j")
     assert (first["query"], first["bytes"], first["type"]) == ("access_token=[redacted]&a=b", 2, "http")

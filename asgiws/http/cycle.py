@@ -191,9 +191,11 @@ class RequestCycle:
             # Nothing on the wire yet: the client can still get a proper answer.
             self.phase = COMPLETE
             self.wake()
+            body = "Internal Server Error"
             if self.conn.observed:
+                self._body_sent = len(body)  # the server's own body, written just below
                 self.conn.record_response(self, 500)
-            self.conn.write_error_response(500, "Internal Server Error")
+            self.conn.write_error_response(500, body)
         else:
             # Part of the response is out: closing is the only honest signal left.
             self.conn.close_transport()
