@@ -45,6 +45,7 @@ from ..stall import WriteStallWatch
 from . import ClientDisconnected, UnexpectedMessage
 from .app_state import AppState
 from .bridge import WebSocketBridge
+from .keepalive import keepalive
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
@@ -136,7 +137,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "lifespan_state",
         "metrics",
         "ping_payload",
-        "ping_timer",
+        "ping_slot",
         "request_key",
         "scope",
         "server_state",
@@ -158,7 +159,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
         self.failure_timer: Optional[asyncio.TimerHandle] = None
-        self.ping_timer: Optional[asyncio.TimerHandle] = None
+        self.ping_slot = 0  # the keepalive slot this connection waits in (0: none)
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
@@ -264,10 +265,11 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         contexts, and telling the app, wait their turn in ConnectionEnds."""
         self.server_state.connections.discard(self)
         self._drop_unsent()
-        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
-                      self.pong_timer):
+        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.pong_timer):
             if timer is not None:
                 timer.cancel()
+        if self.ping_slot:
+            keepalive(self.loop, self.config.ws_ping_interval).discard(self)
         if self.stall_watch is not None:
             self.stall_watch.stop()
         if self.conn is not None:
@@ -444,10 +446,10 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
     def _schedule_ping(self) -> None:
         interval = self.config.ws_ping_interval
         if interval:
-            self.ping_timer = self.loop.call_later(interval, self._send_ping)
+            keepalive(self.loop, interval).add(self)
 
     def _send_ping(self) -> None:
-        self.ping_timer = None
+        """Called by the loop's Keepalive an interval after the last Ping."""
         conn = self.conn
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
