@@ -236,6 +236,15 @@ def _texts_check(expected: str) -> Callable[[Any], Optional[str]]:
 # per line in the environment variable.
 reload_dirs_value = ListParser("path", _texts_check("directories"), nullable=True, separator="\n")
 reload_patterns_value = ListParser("glob", _texts_check("glob patterns (e.g. *.html)"), nullable=True, separator="\n")
+def _names_check(value: Any) -> Optional[str]:
+    expected = "names separated by commas"
+    if not isinstance(value, (list, tuple)) or not all(isinstance(entry, str) and entry for entry in value):
+        return expected
+    return None
+
+
+names_value = ListParser("names", _names_check, nullable=True)
+port_or_none = ValueParser("int", int, _is(int, "a port number 0-65535", lambda v: 0 <= v <= 65535), nullable=True)
 
 
 def _loop_check(value: Any) -> Optional[str]:
@@ -329,9 +338,11 @@ def setting(default: Any, help: str, parse: ValueParser, group: str) -> Any:
     )
 
 
-LISTEN, APP, LIMITS, WS, LOGGING, HEADERS, RELOAD = (
+LISTEN, APP, LIMITS, WS, LOGGING, HEADERS, RELOAD, METRICS = (
     "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging", "Response headers", "Reload",
+    "Metrics",
 )  # fmt: skip
+LOG_FORMAT_CHOICES = ("text", "json")
 
 LIFESPAN_CHOICES = ("auto", "on", "off")
 LOG_LEVEL_CHOICES = ("critical", "error", "warning", "info", "debug", "trace")
@@ -463,11 +474,25 @@ class Config:
         seconds_or_none, LIMITS)  # fmt: skip
 
     log_level: str = setting("info", "Log level of the asgiws loggers.", choice(*LOG_LEVEL_CHOICES), LOGGING)
-    access_log: bool = setting(True, 'Log one line per HTTP request to the "asgiws.access" logger.',
+    access_log: bool = setting(True, 'Log one line per HTTP request and one per WebSocket session to the "asgiws.access" logger.',
                                bool_value, LOGGING)
     use_colors: Optional[bool] = setting(
         None, "Colour the level names in the default log format (none: when the log goes to a terminal).",
         bool_or_none, LOGGING)  # fmt: skip
+    log_format: str = setting(
+        "text", "Format of the default log handlers: text (one line per record) or json (one JSON object per line, with the access records' named fields; docs/observability.md).",
+        choice(*LOG_FORMAT_CHOICES), LOGGING)  # fmt: skip
+    log_redact_query_params: Optional[Tuple[str, ...]] = setting(
+        ("token", "access_token", "auth"), "Query parameters whose values the access log replaces with [redacted] (names compared without regard to case): browsers cannot set headers on a WebSocket, so credentials travel in its query string (none: log queries as they are).",
+        names_value, LOGGING)  # fmt: skip
+
+    # -- metrics ------------------------------------------------------------------------------
+    metrics_port: Optional[int] = setting(
+        None, "Serve Prometheus metrics on this port at /metrics (needs the metrics extra: pip install 'asgiws[metrics]'); with --workers, the supervisor serves the sum of the workers' figures (none: no metrics, and no cost).",
+        port_or_none, METRICS)  # fmt: skip
+    metrics_host: str = setting(
+        "127.0.0.1", "Address the --metrics-port listener binds: loopback by default, since the figures are for the operator, not the public.",
+        text_value, METRICS)  # fmt: skip
 
     # -- what the server adds to every response it writes --------------------------------------
     server_header: bool = setting(
@@ -572,6 +597,11 @@ class Config:
             if not isinstance(self.app, str):
                 raise ConfigError("reload: needs the app as an import string (module:attribute), which each new "
                                   "server process imports afresh")  # fmt: skip
+            if self.metrics_port is not None:
+                # Two server processes overlap for a moment at each restart, and the metrics
+                # would start from zero with each: a development mode has none.
+                raise ConfigError("metrics_port: --metrics-port is not served under --reload "
+                                  "(a development mode); drop one of them")
             for directory in self.reload_dir or ():
                 if not os.path.isdir(directory):
                     raise ConfigError(f"reload_dir: {directory!r} is not a directory")
@@ -582,6 +612,8 @@ class Config:
         self.loaded_app: Optional[ASGIApp] = None
         # Built once here, used by every WebSocket handshake; None: nothing to check.
         self.origin_policy: Optional[OriginPolicy] = origin_policy(self.ws_allowed_origins, self.ws_require_origin)
+        # Built once here, used by every access record that has a query string.
+        self.redact_params = frozenset(name.lower() for name in self.log_redact_query_params or ())
 
     @property
     def loaded(self) -> bool:

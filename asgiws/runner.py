@@ -32,7 +32,8 @@ def run(app: Any, **settings: Any) -> None:
     An invalid setting raises ConfigError.
     """
     config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
+                      config.log_format)
     for note in notes(config):
         logger.warning("%s", note)
     try:
@@ -57,7 +58,8 @@ def check(app: Any, **settings: Any) -> Config:
     invalid setting raises ConfigError.
     """
     config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
+                      config.log_format)
     for note in notes(config):
         logger.warning("%s", note)
     try:

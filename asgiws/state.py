@@ -24,6 +24,9 @@ class ServerState:
         # The Close (code, reason) every open WebSocket gets on shutdown: --ws-shutdown-close-code,
         # or 1012 "server restarting" when a supervisor restarts this process (Server.handle_exit).
         self.ws_shutdown_close: Tuple[int, str] = (1012, "server shutting down")
+        # --metrics-port: an asgiws.metrics.Metrics the protocols record into, or None. Each
+        # connection reads it once when it is made (no metrics: nothing recorded, nothing timed).
+        self.metrics: Any = None
 
     @property
     def total_requests(self) -> int:

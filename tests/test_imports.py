@@ -26,6 +26,7 @@ PACKAGE = ROOT / "asgiws"
 RANKS = {
     "asgiws.config": 0,
     "asgiws.state": 0,
+    "asgiws.metrics": 0,
     "asgiws.http.protocol": 1,
     "asgiws.asgi.websocket": 1,
     "asgiws.server": 2,

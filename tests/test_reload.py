@@ -299,6 +299,18 @@ def test_reload_with_several_workers_is_refused():
         "use one or the other (see asgiws --help)"]  # fmt: skip
 
 
+
+def test_reload_with_metrics_is_refused():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASGIWS_", "UVICORN_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-m", "asgiws", "asgiws.demo:app", "--reload", "--metrics-port", "0"],
+                            capture_output=True, text=True, env=env, timeout=TIMEOUT)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "asgiws: error: metrics_port: --metrics-port is not served under --reload (a development mode); "
+        "drop one of them (see asgiws --help)"]  # fmt: skip
+
+
 # -- which files count (FileFilter: uvicorn's rules) --------------------------------------------
 
 

@@ -91,7 +91,7 @@ class Connection(Protocol):
     """What a RequestCycle uses of its connection (HttpProtocol)."""
 
     transport: asyncio.Transport
-    access_log: bool  # log_access() is called only when it is set
+    observed: bool  # record_response() is called only when it is set (access log or metrics on)
     response_fields: ResponseFields  # server, date, --header
     reading_paused: bool
     write_paused: bool
@@ -110,7 +110,8 @@ class Connection(Protocol):
 
     def close_transport(self) -> None: ...
 
-    def log_access(self, scope: Dict[str, Any], status: int) -> None: ...
+    def record_response(self, cycle: RequestCycle, status: int) -> None:
+        """The access record and the metrics of a response that is over (complete or not)."""
 
 
 class RequestCycle:
@@ -130,6 +131,12 @@ class RequestCycle:
     _final_body_delivered = False
     _message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
 
+    # Access record and metrics, when the connection is `observed`: when the request's head was
+    # parsed (time.perf_counter()), and the body bytes sent in a chunked or close-delimited body
+    # (a Content-Length body's are counted by _remaining).
+    started = 0.0
+    _body_sent = 0
+
     # Response
     phase = WAITING_START
     status = 0
@@ -138,6 +145,7 @@ class RequestCycle:
     _has_server = _has_date = _sent_connection_close = False
     _framing = NO_BODY
     _remaining = 0  # LENGTH: body bytes still owed
+    _body_length = 0  # LENGTH: the whole body's
 
     def __init__(self, conn: Connection, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
         self.conn = conn
@@ -183,9 +191,11 @@ class RequestCycle:
             # Nothing on the wire yet: the client can still get a proper answer.
             self.phase = COMPLETE
             self.wake()
-            if self.conn.access_log:
-                self.conn.log_access(self.scope, 500)
-            self.conn.write_error_response(500, "Internal Server Error")
+            body = "Internal Server Error"
+            if self.conn.observed:
+                self._body_sent = len(body)  # the server's own body, written just below
+                self.conn.record_response(self, 500)
+            self.conn.write_error_response(500, body)
         else:
             # Part of the response is out: closing is the only honest signal left.
             self.conn.close_transport()
@@ -286,9 +296,11 @@ class RequestCycle:
             self._framing = NO_BODY
         elif self._content_length is not None:
             self._framing, self._remaining = LENGTH, self._content_length
+            self._body_length = self._content_length
         elif not more_body:
             # The whole body is in hand: say how long it is rather than chunk it.
             self._framing, self._remaining = LENGTH, len(first_body)
+            self._body_length = len(first_body)
             lines.append(b"content-length: %d\r\n" % len(first_body))
         elif self.scope["http_version"] == "1.1":
             self._framing = CHUNKED
@@ -315,17 +327,16 @@ class RequestCycle:
         elif framing is CHUNKED:
             if body:
                 parts += (b"%x\r\n" % len(body), body, b"\r\n")
+                self._body_sent += len(body)
             if not more_body:
                 parts.append(b"0\r\n\r\n")
         elif framing is CLOSE_DELIMITED:
             parts.append(body)
+            self._body_sent += len(body)
         # NO_BODY: a body given for HEAD / 204 / 304 is dropped.
 
-        conn = self.conn
         if head_pending:
             self.phase = STREAMING
-            if conn.access_log:
-                conn.log_access(self.scope, self.status)
         if len(parts) == 1:
             self.transport.write(parts[0])
         elif len(body) < JOIN_LIMIT:
@@ -338,7 +349,14 @@ class RequestCycle:
             self.phase = COMPLETE
             if self._message_event is not None:
                 self._message_event.set()
-            conn.response_complete(self)
+            self.conn.response_complete(self)
+
+    @property
+    def body_bytes_sent(self) -> int:
+        """Response body bytes written so far (nginx's $body_bytes_sent): framing not counted."""
+        if self._framing is LENGTH:
+            return self._body_length - self._remaining
+        return self._body_sent
 
 
 async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:

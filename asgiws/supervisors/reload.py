@@ -397,6 +397,7 @@ def serve_child() -> None:
     with os.fdopen(settings_fd, "rb") as stream:
         settings = pickle.load(stream)  # written by the reloader, our parent: trusted
     config = Config(**settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
+                      config.log_format)
     sockets = [socket.socket(fileno=fd) for fd in socket_fds]  # family and type from the descriptor
     sys.exit(run_worker(config, sockets, ready_fd))
