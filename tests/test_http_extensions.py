@@ -21,6 +21,8 @@ from test_tls import client_context, pki  # noqa: F401  (pki is a fixture)
 starlette = pytest.importorskip("starlette")
 from starlette.responses import FileResponse  # noqa: E402
 
+from asgiws.http.filesend import FileSender  # noqa: E402
+
 FILE_SIZE = 8 * 1024 * 1024 + 12345  # several sendfile steps and socket-buffer fills
 
 
@@ -129,24 +131,48 @@ def test_raw_pathsend_without_content_length_is_framed_by_the_file_size(run_serv
         assert conn.read_response().body == b"after"
 
 
-def test_pathsend_waits_for_the_previous_response_to_leave_the_buffer(run_server, data_file, sendfile_calls, raw):
-    """A pipelined response's last bytes may still wait in the transport's buffer (a response is
-    complete once under the high-water mark, and the socket is full of it): the file's head and
-    bytes must not overtake them."""
-    big = os.urandom(16 * 1024 * 1024)  # more than the socket buffers hold
+def test_pathsend_waits_until_the_transport_has_written_what_came_before(run_server, tmp_path, sendfile_calls, raw):
+    """What the transport still holds (here a large 103 and the head, behind a small socket
+    buffer) goes out before the file: sendfile starts only once the transport's buffer is
+    empty, and the bytes arrive in order."""
+    path = tmp_path / "one.bin"
+    path.write_bytes(os.urandom(1024 * 1024))
+    links = [b"</asset-%04d.js>; rel=preload; as=script; x=" % i + b"y" * 1000 for i in range(1000)]
+    waited = []
 
     async def app(scope, receive, send):
+        if scope["path"] == "/file":
+            await send({"type": "http.response.early_hint", "links": links})  # ~1 MB, written at once
         await send({"type": "http.response.start", "status": 200})
-        if scope["path"] == "/big":
-            await send({"type": "http.response.body", "body": big})
+        if scope["path"] == "/file":
+            await send({"type": "http.response.pathsend", "path": str(path)})
         else:
-            await send({"type": "http.response.pathsend", "path": str(data_file)})
+            await send({"type": "http.response.body", "body": b"ok"})
 
-    with run_server(app) as server, raw(server) as conn:
-        conn.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /file HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert conn.read_response().body == big
-        assert conn.read_response().body == data_file.read_bytes()
-    assert sum(sendfile_calls) == FILE_SIZE
+    with run_server(app, early_hints=True) as server, raw(server) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().body == b"ok"  # the connection is in the server's set now
+        (protocol,) = server.server.server_state.connections
+        # A small socket send buffer: the kernel takes the 103 only as the client reads it.
+        protocol.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        real_wait = FileSender._wait_empty
+
+        async def recording_wait(sender):
+            waited.append(sender.transport.get_write_buffer_size())
+            await real_wait(sender)
+            waited.append(sender.transport.get_write_buffer_size())
+
+        FileSender._wait_empty = recording_wait
+        try:
+            conn.send(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+            hint = conn.read_until(b"\r\n\r\n")
+            assert hint.startswith(b"HTTP/1.1 103 Early Hints\r\n") and hint.count(b"\r\nlink: ") == 1000
+            response = conn.read_response()
+            assert response.status == 200 and response.body == path.read_bytes()
+        finally:
+            FileSender._wait_empty = real_wait
+    assert sum(sendfile_calls) == len(response.body)
+    assert waited[0] > 0 and waited[1] == 0, waited  # it had to wait, and sent once empty
 
 
 def test_pathsend_of_a_missing_file_is_a_500(run_server, tmp_path, raw):
