@@ -254,8 +254,12 @@ class RequestCycle:
             await self._send_path(message["path"])
         elif message_type == "http.response.trailers" and phase is TRAILERS:
             self._write_trailers(message.get("headers", ()), message.get("more_trailers", False))
+            if self.conn.write_paused:
+                await self.conn.drain()
         elif message_type == "http.response.early_hint" and phase in (WAITING_START, HEAD_PENDING):
             self._write_early_hint(message.get("links", ()))
+            if self.conn.write_paused:
+                await self.conn.drain()
         else:
             raise UnexpectedMessage(phase, message_type)
 
