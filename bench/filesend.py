@@ -15,6 +15,9 @@ coarse for one 0.1 s download). Reported: each run, then the median of the runs 
 spread (min-max).
 
 The file is in /tmp, read once before the runs, so it is served from the page cache.
+
+`--tls` serves HTTPS instead (a self-signed certificate made with openssl; curl -k): asgiws then
+reads and writes the file in 64 KiB chunks, as the bytes must be encrypted.
 """
 
 from __future__ import annotations
@@ -83,8 +86,25 @@ def session_cpu(session: int) -> float:
     return total / CLK_TCK
 
 
-def start(name: str, port: int, path: str) -> subprocess.Popen:
+def make_certificate() -> tuple:
+    cert, key = "/tmp/asgiws-bench-cert.pem", "/tmp/asgiws-bench-key.pem"
+    if not (os.path.exists(cert) and os.path.exists(key)):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+    return cert, key
+
+
+def tls_args(name: str, tls: tuple) -> list:
+    cert, key = tls
+    flag = "--ssl-certificate" if name == "granian" else "--ssl-certfile"
+    return [flag, cert, "--ssl-keyfile", key]
+
+
+def start(name: str, port: int, path: str, tls: tuple = ()) -> subprocess.Popen:
     argv = SERVERS[name].command("filesend:app", port, 128)
+    if tls:
+        argv[3:3] = tls_args(name, tls)  # after `python -m server`: before granian's app target
     # asgiws-base (ASGIWS_BASE_DIR): that checkout's asgiws first on the path, run from there.
     repo = SERVERS[name].repo() if SERVERS[name].repo else None
     paths = [p for p in (repo, BENCH_DIR, os.environ.get("PYTHONPATH")) if p]
@@ -114,10 +134,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def download(port: int) -> tuple:
+def download(port: int, tls: tuple = ()) -> tuple:
+    url = f"https://127.0.0.1:{port}/" if tls else f"http://127.0.0.1:{port}/"
     out = subprocess.run(
-        ["taskset", "-c", "1", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
-         f"http://127.0.0.1:{port}/"],
+        ["taskset", "-c", "1", "curl", "-s", "-k", "-o", "/dev/null", "-w",
+         "%{http_code} %{size_download} %{time_total}", url],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout.split()  # fmt: skip
     status, size, seconds = int(out[0]), int(out[1]), float(out[2])
@@ -126,20 +147,20 @@ def download(port: int) -> tuple:
     return size, seconds
 
 
-def one_run(names: list, path: str, downloads: int) -> dict:
+def one_run(names: list, path: str, downloads: int, tls: tuple = ()) -> dict:
     procs, ports = {}, {}
     try:
         for name in names:
             ports[name] = free_port()
-            procs[name] = start(name, ports[name], path)
+            procs[name] = start(name, ports[name], path, tls)
         for name in names:
-            download(ports[name])  # warm-up
+            download(ports[name], tls)  # warm-up
         samples: dict = {name: [] for name in names}
         for _ in range(downloads):
             for name in names:
                 session = os.getsid(procs[name].pid)
                 before = session_cpu(session)
-                size, seconds = download(ports[name])
+                size, seconds = download(ports[name], tls)
                 cpu = session_cpu(session) - before
                 samples[name].append({"mb_s": size / seconds / 1e6, "cpu_s": cpu, "bytes": size})
         return samples
@@ -161,6 +182,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--downloads", type=int, default=7)
     parser.add_argument("--json", help="write every sample here")
+    parser.add_argument("--tls", action="store_true", help="HTTPS (self-signed certificate, curl -k)")
     args = parser.parse_args()
     names = args.servers.split(",")
 
@@ -175,7 +197,7 @@ def main() -> None:
 
     runs = []
     for run in range(args.runs):
-        samples = one_run(names, path, args.downloads)
+        samples = one_run(names, path, args.downloads, make_certificate() if args.tls else ())
         runs.append(samples)
         for name in names:
             rate, cpu = summary(samples[name])
