@@ -223,6 +223,21 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a field
 headers_value = ListParser("name:value", _headers_check, nullable=True, separator="\n")
 
 
+def _texts_check(expected: str) -> Callable[[Any], Optional[str]]:
+    def check(value: Any) -> Optional[str]:
+        if isinstance(value, (list, tuple)) and all(isinstance(entry, str) and entry for entry in value):
+            return None
+        return expected
+
+    return check
+
+
+# One directory or glob pattern per flag, as uvicorn takes them (a path may hold a comma); one
+# per line in the environment variable.
+reload_dirs_value = ListParser("path", _texts_check("directories"), nullable=True, separator="\n")
+reload_patterns_value = ListParser("glob", _texts_check("glob patterns (e.g. *.html)"), nullable=True, separator="\n")
+
+
 def _loop_check(value: Any) -> Optional[str]:
     if isinstance(value, str) and (value in LOOP_CHOICES or (":" in value and all(value.partition(":")[::2]))):
         return None
@@ -314,8 +329,8 @@ def setting(default: Any, help: str, parse: ValueParser, group: str) -> Any:
     )
 
 
-LISTEN, APP, LIMITS, WS, LOGGING, HEADERS = (
-    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging", "Response headers",
+LISTEN, APP, LIMITS, WS, LOGGING, HEADERS, RELOAD = (
+    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging", "Response headers", "Reload",
 )  # fmt: skip
 
 LIFESPAN_CHOICES = ("auto", "on", "off")
@@ -492,6 +507,23 @@ class Config:
     limit_max_requests_jitter: int = setting(
         0, "Add a random 0 to N requests to limit_max_requests in each process, so workers do not all restart at once.",
         count_or_zero, "Processes")  # fmt: skip
+
+    # -- --reload (development) ----------------------------------------------------------------
+    reload: bool = setting(
+        False, "Restart the server when a watched file changes (development): a supervisor keeps the listening socket open, starts a fresh process on the new code, then stops the old one (its WebSockets get Close 1012). Not with --workers N.",
+        bool_value, RELOAD)  # fmt: skip
+    reload_dir: Optional[Tuple[str, ...]] = setting(
+        None, "Directory to watch with --reload; the flag can be repeated, the environment variable takes one per line (none: the current directory).",
+        reload_dirs_value, RELOAD)  # fmt: skip
+    reload_include: Optional[Tuple[str, ...]] = setting(
+        None, "Glob pattern of the files whose change restarts the server, besides the default *.py; the flag can be repeated. A pattern named here is taken out of the default excludes.",
+        reload_patterns_value, RELOAD)  # fmt: skip
+    reload_exclude: Optional[Tuple[str, ...]] = setting(
+        None, "Glob pattern, or directory, whose changes never restart the server, besides the defaults .*, .py[cod], .sw.*, ~*; the flag can be repeated. A pattern named here is taken out of the default includes; a directory whose name matches one is not watched.",
+        reload_patterns_value, RELOAD)  # fmt: skip
+    reload_delay: float = setting(
+        0.25, "How often --reload looks for changes, in seconds: without watchfiles, the polling interval (at least 0.1 s); with it, changes are reported as they happen, one batch per interval at most.",
+        seconds_value, RELOAD)  # fmt: skip
     uds_permissions: int = setting(
         0o666, "Permissions of the --uds socket file; connecting needs write access, and the proxy usually runs as another user.",
         octal_value, LISTEN)  # fmt: skip
@@ -536,6 +568,16 @@ class Config:
         if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs
                                           or self.ssl_cert_reqs is not None or self.ssl_ciphers):  # fmt: skip
             raise ConfigError("ssl_keyfile, ssl_keyfile_password, ssl_ca_certs, ssl_cert_reqs and ssl_ciphers need ssl_certfile")
+        if self.reload:
+            if self.workers > 1:
+                raise ConfigError(f"reload: --reload runs one server process and does not combine with --workers "
+                                  f"{self.workers}; use one or the other")  # fmt: skip
+            if not isinstance(self.app, str):
+                raise ConfigError("reload: needs the app as an import string (module:attribute), which each new "
+                                  "server process imports afresh")  # fmt: skip
+            for directory in self.reload_dir or ():
+                if not os.path.isdir(directory):
+                    raise ConfigError(f"reload_dir: {directory!r} is not a directory")
         if self.ws_max_queue is not None and self.ws_read_high_water == SETTINGS_BY_NAME["ws_read_high_water"].default:
             self.ws_read_high_water = self.ws_max_queue * WS_QUEUE_ITEM_BYTES
         # Built once here, used for every response the server writes.

@@ -39,6 +39,7 @@ from asgiws.asgi.lifespan import Lifespan, LifespanFailure
 from asgiws.config import Config
 from asgiws.http.protocol import HttpProtocol
 from asgiws.state import ServerState
+from asgiws.websocket.connection import CloseCode
 
 logger = logging.getLogger("asgiws.error")
 
@@ -75,6 +76,7 @@ class Server:
             jitter = random.randint(0, config.limit_max_requests_jitter)
             self.server_state.request_limit = config.limit_max_requests + jitter
             self.server_state.on_request_limit = self._request_limit_reached
+        self.server_state.ws_shutdown_close = (config.ws_shutdown_close_code, "server shutting down")
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -91,9 +93,16 @@ class Server:
         finally:
             self._remove_signal_handlers()
 
-    def handle_exit(self, sig: Optional[int] = None) -> None:
-        """Begin a graceful shutdown; called a second time, stop waiting for connections."""
+    def handle_exit(self, sig: Optional[int] = None, restart: bool = False) -> None:
+        """Begin a graceful shutdown; called a second time, stop waiting for connections.
+
+        `restart`: a supervisor is replacing this process (--reload, a SIGHUP rolling restart),
+        so every WebSocket is closed with 1012 (Service Restart: the client may reconnect at
+        once) whatever --ws-shutdown-close-code says for a plain shutdown.
+        """
         if self._exit_requested is None or not self._exit_requested.is_set():
+            if restart:
+                self.server_state.ws_shutdown_close = (CloseCode.SERVICE_RESTART, "server restarting")
             if self._exit_requested is not None:
                 self._exit_requested.set()
         else:

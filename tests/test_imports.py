@@ -30,6 +30,8 @@ RANKS = {
     "asgiws.asgi.websocket": 1,
     "asgiws.server": 2,
     "asgiws.supervisors.multiprocess": 3,
+    "asgiws.supervisors.reload": 3,
+    "asgiws.supervisors.watch": 3,
     "asgiws.workers": 3,
     "asgiws.runner": 4,
     "asgiws.cli": 5,

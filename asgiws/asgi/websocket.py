@@ -44,6 +44,7 @@ from ..stall import WriteStallWatch
 from . import ClientDisconnected, UnexpectedMessage
 from .app_state import AppState
 from .bridge import WebSocketBridge
+from .keepalive import keepalive
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
@@ -134,7 +135,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "failure_timer",
         "lifespan_state",
         "ping_payload",
-        "ping_timer",
+        "ping_slot",
         "request_key",
         "scope",
         "server_state",
@@ -155,7 +156,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
         self.failure_timer: Optional[asyncio.TimerHandle] = None
-        self.ping_timer: Optional[asyncio.TimerHandle] = None
+        self.ping_slot = 0  # the keepalive slot this connection waits in (0: none)
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
@@ -259,10 +260,11 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         contexts, and telling the app, wait their turn in ConnectionEnds."""
         self.server_state.connections.discard(self)
         self._drop_unsent()
-        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
-                      self.pong_timer):
+        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.pong_timer):
             if timer is not None:
                 timer.cancel()
+        if self.ping_slot:
+            keepalive(self.loop, self.config.ws_ping_interval).discard(self)
         if self.stall_watch is not None:
             self.stall_watch.stop()
         if self.conn is not None:
@@ -415,8 +417,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.transport.abort()
 
     def shutdown(self) -> None:
-        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code and tell its
-        app now; refuse a handshake still waiting for the app."""
+        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code (1012 on a
+        restart: ServerState.ws_shutdown_close) and tell its app now; refuse a handshake still
+        waiting for the app."""
         if self.transport is None or self.transport.is_closing():
             return
         if self.state is AppState.CONNECTING:
@@ -424,19 +427,19 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             self.state = AppState.CLOSED
             return
         if self.conn is not None and self.conn.state is State.OPEN and self.status == 101:
-            code = self.config.ws_shutdown_close_code
-            self._close(code, "server shutting down", closed_by="server")
-            self._queue_disconnect(code, "server shutting down")
+            code, reason = self.server_state.ws_shutdown_close
+            self._close(code, reason, closed_by="server")
+            self._queue_disconnect(code, reason)
 
     # -- keepalive ----------------------------------------------------------------------------
 
     def _schedule_ping(self) -> None:
         interval = self.config.ws_ping_interval
         if interval:
-            self.ping_timer = self.loop.call_later(interval, self._send_ping)
+            keepalive(self.loop, interval).add(self)
 
     def _send_ping(self) -> None:
-        self.ping_timer = None
+        """Called by the loop's Keepalive an interval after the last Ping."""
         conn = self.conn
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
@@ -489,7 +492,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 # Cancelled: the server is shutting down and the app outlived the grace period.
-                self._app_failed(self.config.ws_shutdown_close_code)
+                self._app_failed(self.server_state.ws_shutdown_close[0])
                 raise
             logger.error("Exception in ASGI application", exc_info=exc)
             self._app_failed(CloseCode.INTERNAL_ERROR)

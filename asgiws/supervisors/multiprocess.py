@@ -34,6 +34,9 @@ A worker's signals, with both the supervisor and the outside world sending them:
     SIGINT   the same, but a second SIGINT forces the exit (Ctrl+C reaches the whole process
              group, the supervisor's SIGTERM arriving before or after it)
     SIGQUIT  force the exit: stop waiting for connections (the supervisor's second signal)
+    SIGUSR1  shut down gracefully for a restart (RESTART_SIGNAL): as SIGTERM, but every WebSocket
+             gets Close 1012 (Service Restart) whatever --ws-shutdown-close-code says. The
+             supervisors send it to a worker they replace: a SIGHUP rolling restart, --reload
     SIGHUP   ignored (it is the supervisor's: a reload)
 
 A worker whose supervisor is gone (SIGKILLed) notices within a second and shuts down gracefully.
@@ -83,6 +86,10 @@ PARENT_CHECK_INTERVAL = 1.0
 
 # How often a worker's health thread writes to its pipe (at most; less with a short timeout).
 HEALTH_INTERVAL = 1.0
+
+# Sent to a worker that is being replaced (module docstring): not SIGHUP, which is the
+# supervisor's own, and which a terminal's hangup sends to the whole process group.
+RESTART_SIGNAL = signal.SIGUSR1
 
 
 class Phase(enum.Enum):
@@ -329,7 +336,7 @@ class Supervisor:
             if time.monotonic() >= self.next_spawn:
                 self._spawn()
         else:
-            self._signal(old[0], signal.SIGTERM)
+            self._signal(old[0], RESTART_SIGNAL)
             old[0].stopping = True
 
     # -- stopping ----------------------------------------------------------------------------
@@ -477,6 +484,9 @@ def _start_health_thread(fd: int, interval: float) -> None:
     threading.Thread(target=beat, name="asgiws-health", daemon=True).start()
 
 
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, RESTART_SIGNAL)
+
+
 class _Worker:
     def __init__(self, config: Config, sockets: List[socket.socket], ready_fd: int) -> None:
         self.server = Server(config, sockets=sockets)
@@ -488,7 +498,7 @@ class _Worker:
     async def serve(self) -> None:
         server = self.server
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        for sig in WORKER_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             await server.startup()
@@ -501,15 +511,19 @@ class _Worker:
             finally:
                 watchdog.cancel()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            for sig in WORKER_SIGNALS:
                 loop.remove_signal_handler(sig)
+                # Not back to the default action, which ends the process: the supervisor's
+                # SIGTERM may arrive after a Ctrl+C's SIGINT has shut this one down already,
+                # and must not turn its clean exit into "killed by SIGTERM".
+                signal.signal(sig, signal.SIG_IGN)
 
     def _on_signal(self, sig: int) -> None:
         force = sig == signal.SIGQUIT or (sig == signal.SIGINT and self.interrupted)
         self.interrupted = self.interrupted or sig == signal.SIGINT
         if not self.exiting:
             self.exiting = True
-            self.server.handle_exit(sig)  # the first call: graceful
+            self.server.handle_exit(sig, restart=sig == RESTART_SIGNAL)  # the first call: graceful
         if force:
             self.server.handle_exit(sig)  # a later call: stop waiting
 
