@@ -640,6 +640,7 @@ class HttpProtocol(asyncio.Protocol):
             "query_string": query,
             "headers": headers,
             "state": self.app_state.copy(),
+            # Copies: the extensions dict, once per request (~0.1 µs): an app may change its own.
             "extensions": (self._extensions if http_version == "1.1" else self._extensions_10).copy(),
         }
 
