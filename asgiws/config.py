@@ -469,6 +469,9 @@ class Config:
     ws_frame_overhead: int = setting(
         64, "Bytes every received data frame counts toward ws_max_size besides its payload, so a message in many tiny or empty fragments hits the limit (1009) like a large one.",
         count_or_zero, WS)  # fmt: skip
+    early_hints: bool = setting(
+        False, "Let the app send 103 Early Hints (the ASGI http.response.early_hint extension) to HTTP/1.1 clients. Off by default: nginx before 1.29 mishandles a 103 from upstream, so keep it off behind an older proxy.",
+        bool_value, APP)  # fmt: skip
     timeout_write_stall: Optional[float] = setting(
         60.0, "Drop a connection whose peer reads nothing for this many seconds while the server has bytes waiting for it (the app sees a disconnect; none: never).",
         seconds_or_none, LIMITS)  # fmt: skip

@@ -209,6 +209,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             "subprotocols": request.subprotocols,
             "extensions": {"websocket.http.response": {}},
         }
+        if "tls" in http_scope.get("extensions", ()):  # the ASGI tls extension covers wss:// too
+            self.scope["extensions"]["tls"] = http_scope["extensions"]["tls"]
         if "state" in http_scope:
             self.scope["state"] = http_scope["state"]
         elif self.lifespan_state is not None:

@@ -69,6 +69,7 @@ from asgiws.http.cycle import (
     service_unavailable,
 )
 from asgiws.http.proxy import apply_proxy_headers, parse_trusted
+from asgiws.http.tls import tls_extension
 from asgiws.stall import WriteStallWatch
 
 if TYPE_CHECKING:
@@ -116,6 +117,12 @@ FIRST_REQUEST_GRACE = 1.0
 
 # Request fields the server acts on (lower-cased), tested with one set lookup per header.
 HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+
+# What `scope["extensions"]` offers (asgiref docs/extensions.rst; each request gets a copy):
+# pathsend and trailers always, early hints with --early-hints to HTTP/1.1 requests only (RFC 9110
+# §15.2: no 1xx to an HTTP/1.0 client), `tls` on TLS connections (asgiws.http.tls).
+EXTENSIONS = {"http.response.pathsend": {}, "http.response.trailers": {}}
+EXTENSIONS_EARLY_HINTS = {**EXTENSIONS, "http.response.early_hint": {}}
 
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
 _DETACHED = asyncio.Protocol()
@@ -166,7 +173,9 @@ class HttpProtocol(asyncio.Protocol):
         self._timeout_keep_alive = config.timeout_keep_alive
         self._tasks = server_state.tasks
         self._limit_max_headers = config.limit_max_headers
-        self._timeout_write_stall = config.timeout_write_stall
+        self.timeout_write_stall = config.timeout_write_stall
+        self._extensions_10 = EXTENSIONS  # HTTP/1.0 requests
+        self._extensions = EXTENSIONS_EARLY_HINTS if config.early_hints else EXTENSIONS  # HTTP/1.1
 
         # Per connection
         self._server: Optional[Tuple[Any, Optional[int]]] = None
@@ -241,6 +250,11 @@ class HttpProtocol(asyncio.Protocol):
         self._client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:  # the handshake is done: connection_made comes after it
+                tls = tls_extension(ssl_object, self.config.ssl_certfile)
+                self._extensions = {**self._extensions, "tls": tls}
+                self._extensions_10 = {**self._extensions_10, "tls": tls}
         if self._trusted is not None:
             self._from_proxy = (self._client[0] if self._client else None) in self._trusted
         # The first request's head must be complete this long after the connection opened.
@@ -416,19 +430,19 @@ class HttpProtocol(asyncio.Protocol):
             await self._writable.wait()
 
     def _watch_write_stall(self) -> None:
-        if self._timeout_write_stall is not None:
+        if self.timeout_write_stall is not None:
             if self._stall_watch is None:
                 self._stall_watch = WriteStallWatch(
-                    self.loop, self.transport, self._timeout_write_stall, self._write_stalled
+                    self.loop, self.transport, self.timeout_write_stall, self.write_stalled
                 )
             self._stall_watch.start()
 
-    def _write_stalled(self, unsent: int) -> None:
+    def write_stalled(self, unsent: int) -> None:
         """The peer read nothing for timeout_write_stall while bytes waited for it (the
         WriteStallWatch armed in pause_writing): drop it. Reading from it stopped when its
         responses backed up, so no other timeout can tell it is gone."""
         logger.info("%s: the client read nothing for %ss (%d bytes unsent); dropping the connection.",
-                    client_text(self._client), self._timeout_write_stall, unsent)  # fmt: skip
+                    client_text(self._client), self.timeout_write_stall, unsent)  # fmt: skip
         self._cancel_timers()
         self.transport.abort()  # close() would wait for the buffer to drain, which it will not
 
@@ -649,6 +663,8 @@ class HttpProtocol(asyncio.Protocol):
             "query_string": query,
             "headers": headers,
             "state": self.app_state.copy(),
+            # Copies: the extensions dict, once per request (~0.1 µs): an app may change its own.
+            "extensions": (self._extensions if http_version == "1.1" else self._extensions_10).copy(),
         }
 
     # -- moving between requests -------------------------------------------------------------
