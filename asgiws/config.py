@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -530,6 +531,13 @@ class Config:
                 raise ConfigError(f"{entry.name}: {exc}") from None
         if sum(x is not None for x in (self.uds, self.fd)) > 1:
             raise ConfigError("uds and fd: give at most one of them")
+        # Windows has neither (nor uvloop; the loop is then asyncio): refuse here, in one line,
+        # rather than fail inside the server or the supervisor.
+        if self.uds is not None and not hasattr(socket, "AF_UNIX"):
+            raise ConfigError("uds: this platform has no Unix domain sockets; listen on TCP (--host/--port)")
+        if self.workers > 1 and not hasattr(os, "fork"):
+            raise ConfigError(f"workers: {self.workers} worker processes need os.fork, which this platform lacks; "
+                              "run one process per port behind a load balancer, or --workers 1")
         if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs
                                           or self.ssl_cert_reqs is not None or self.ssl_ciphers):  # fmt: skip
             raise ConfigError("ssl_keyfile, ssl_keyfile_password, ssl_ca_certs, ssl_cert_reqs and ssl_ciphers need ssl_certfile")

@@ -151,7 +151,7 @@ class Server:
             return HttpProtocol(config=config, server_state=self.server_state, app=app, app_state=lifespan_state)
 
         # listen(2) again with our backlog: a socket bound elsewhere (--fd, a supervisor) gets it too.
-        create = loop.create_unix_server if sock.family == socket.AF_UNIX else loop.create_server
+        create = loop.create_unix_server if is_unix_socket(sock) else loop.create_server
         return await create(protocol_factory, sock=sock, backlog=config.backlog, ssl=ssl_context, start_serving=False)
 
     @property
@@ -161,7 +161,7 @@ class Server:
         for listener in self.listeners:
             for sock in listener.sockets:
                 address = sock.getsockname()
-                found.append(address if sock.family == socket.AF_UNIX else tuple(address[:2]))
+                found.append(address if is_unix_socket(sock) else tuple(address[:2]))
         return found
 
     # -- running -----------------------------------------------------------------------------
@@ -263,10 +263,15 @@ class Server:
                 signal.signal(sig, signal.SIG_DFL)
 
 
+def is_unix_socket(sock: socket.socket) -> bool:
+    # socket.AF_UNIX does not exist on every platform (Windows); there no socket is a Unix one.
+    return sock.family == getattr(socket, "AF_UNIX", None)
+
+
 def describe_socket(sock: socket.socket, tls: bool = False) -> str:
     """`http://127.0.0.1:8000`, `https://[::1]:8443`, or `unix socket /run/app.sock`."""
     address = sock.getsockname()
-    if sock.family == socket.AF_UNIX:
+    if is_unix_socket(sock):
         return f"unix socket {address}" + (" (TLS)" if tls else "")
     host, port = address[:2]
     scheme = "https" if tls else "http"
