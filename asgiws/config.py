@@ -22,7 +22,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from asgiws.headers import ResponseFields  # standard library only, like this module
 from asgiws.websocket.origin import OriginPolicy, origin_policy  # standard library only, like this module
@@ -614,14 +614,14 @@ def parse_setting(entry: Setting, text: str) -> Any:
         raise ConfigError(f"{entry.name}: {exc}") from None
 
 
-def settings_from_env(environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Settings given as ASGIWS_* environment variables, parsed. Raises ConfigError."""
-    environ = os.environ if environ is None else environ
+    variables = os.environ if environ is None else environ
     found = {}
     for entry in SETTINGS:
-        if entry.env in environ:
+        if entry.env in variables:
             try:
-                found[entry.name] = entry.parse(environ[entry.env])
+                found[entry.name] = entry.parse(variables[entry.env])
             except ValueError as exc:
                 raise ConfigError(f"{entry.env}: {exc}") from None
     return found
@@ -634,9 +634,9 @@ IMPORT_TIME_ENV = {
 }
 
 
-def unknown_env_vars(environ: Optional[Dict[str, str]] = None) -> list:
+def unknown_env_vars(environ: Optional[Mapping[str, str]] = None) -> List[str]:
     """ASGIWS_* variables that match no setting: most likely typos, worth a warning."""
-    environ = os.environ if environ is None else environ
+    variables = os.environ if environ is None else environ
     known = {entry.env for entry in SETTINGS} | set(IMPORT_TIME_ENV)
-    return sorted(name for name in environ if name.startswith("ASGIWS_") and name not in known)
+    return sorted(name for name in variables if name.startswith("ASGIWS_") and name not in known)
 

@@ -65,7 +65,7 @@ class Server:
         self.ssl_context = ssl_context
         self.server_state = ServerState()
         self.lifespan: Optional[Lifespan] = None
-        self.listeners: List[asyncio.AbstractServer] = []
+        self.listeners: List[asyncio.Server] = []
         self.started = False
         self.force_exit = False
         self._exit_requested: Optional[asyncio.Event] = None
@@ -142,7 +142,7 @@ class Server:
                 logger.warning("%s", warning)
         self.started = True
 
-    async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.AbstractServer:
+    async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.Server:
         config = self.config
         loop = asyncio.get_running_loop()
         lifespan_state = self.lifespan.state if self.lifespan is not None else {}
@@ -425,7 +425,7 @@ def _remove_stale_socket(path: str) -> None:
         probe.close()
 
 
-def run_event_loop(loop: asyncio.AbstractEventLoop, main: Coroutine) -> Any:
+def run_event_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, Any]) -> Any:
     """Run `main` to completion on `loop`, then close the loop (asyncio.run with a loop of our choosing)."""
     asyncio.set_event_loop(loop)
     try:

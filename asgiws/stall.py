@@ -20,7 +20,7 @@ try:
     import fcntl
     import termios
 except ImportError:  # pragma: no cover - not a Unix: the transport's buffer alone
-    fcntl = termios = None  # type: ignore[assignment]
+    fcntl = termios = None  # type: ignore[assignment]  # modules on Unix, None elsewhere: checked before use
 
 
 def unsent_bytes(transport: asyncio.WriteTransport) -> int:

@@ -155,7 +155,7 @@ class RequestCycle:
 
     # -- the app call ------------------------------------------------------------------------
 
-    async def run_asgi(self, app: Callable) -> None:
+    async def run_asgi(self, app: Callable[..., Any]) -> None:
         try:
             result = await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -341,7 +341,7 @@ class RequestCycle:
             conn.response_complete(self)
 
 
-async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+async def service_unavailable(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     """The app that answers when --limit-concurrency is reached."""
     body = b"Service Unavailable"
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]

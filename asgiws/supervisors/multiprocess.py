@@ -163,7 +163,9 @@ class Supervisor:
         return longest
 
     def _health_interval(self) -> float:
-        return min(HEALTH_INTERVAL, self.config.timeout_worker_healthcheck / 4)
+        timeout = self.config.timeout_worker_healthcheck
+        assert timeout is not None, "called only with a health check"
+        return min(HEALTH_INTERVAL, timeout / 4)
 
     def _wait_for_events(self, timeout: float) -> None:
         """Sleep until a signal arrives, a worker reports ready, or `timeout`; handle what came."""
@@ -249,7 +251,7 @@ class Supervisor:
             try:
                 os.close(ready_r)
                 self._in_child()
-                if health_r is not None:
+                if health_r is not None and health_w is not None:
                     os.close(health_r)
                     _start_health_thread(health_w, self._health_interval())
                 status = run_worker(self.config, self.sockets, ready_w)
