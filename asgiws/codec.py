@@ -10,6 +10,7 @@ the server logs it at startup.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Optional
 
@@ -31,7 +32,9 @@ elif extensions_disabled():
     FALLBACK_REASON = f"{NO_EXTENSIONS_ENV}=1"
 else:
     try:
-        from . import _codec as implementation
+        # Not `from . import _codec`: while asgiws/__init__ runs, its ImportError blames a
+        # circular import instead of saying that the module is not there.
+        implementation = importlib.import_module("asgiws._codec")
     except ImportError as exc:
         from . import _codec_py as implementation
 
