@@ -21,16 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from asgiws.config import SETTINGS_BY_NAME, ConfigError
 
-_RELOAD = ("auto-reload is not implemented yet in asgiws; restart the server yourself, or send SIGHUP to "
-           "a --workers supervisor for a rolling restart that loads the new code")  # fmt: skip
-
 # flag → (takes a value, why asgiws refuses it and what to use instead)
 REFUSED: Dict[str, Tuple[bool, str]] = {
-    "--reload": (False, _RELOAD),
-    "--reload-dir": (True, _RELOAD),
-    "--reload-include": (True, _RELOAD),
-    "--reload-exclude": (True, _RELOAD),
-    "--reload-delay": (True, _RELOAD),
     "--http2": (False, "asgiws serves HTTP/1.1 only; let the proxy in front speak HTTP/2 to clients "
                        "(nginx: listen 443 ssl; http2 on;)"),
     "--h11-max-incomplete-event-size": (True, "asgiws does not use h11; the bound on an incomplete request head "
@@ -38,13 +30,12 @@ REFUSED: Dict[str, Tuple[bool, str]] = {
 }  # fmt: skip
 
 # uvicorn's parameter names (its UVICORN_* variables) that differ from the asgiws setting's.
-UVICORN_NAMES = {"headers": "header"}
+UVICORN_NAMES = {"headers": "header", "reload_dirs": "reload_dir", "reload_includes": "reload_include",
+                 "reload_excludes": "reload_exclude"}  # fmt: skip
 # uvicorn's parameter names behind the refused flags.
-REFUSED_NAMES = {
-    "reload": "--reload", "reload_dirs": "--reload-dir", "reload_includes": "--reload-include",
-    "reload_excludes": "--reload-exclude", "reload_delay": "--reload-delay", "http2": "--http2",
-    "h11_max_incomplete_event_size": "--h11-max-incomplete-event-size",
-}  # fmt: skip
+REFUSED_NAMES = {"http2": "--http2", "h11_max_incomplete_event_size": "--h11-max-incomplete-event-size"}
+# uvicorn's repeatable options (click's `multiple=True`), as asgiws settings.
+REPEATABLE = {"header", "reload_dir", "reload_include", "reload_exclude"}
 # Variables uvicorn reads without its prefix, and the setting each fills.
 PLAIN_VARIABLES = {"WEB_CONCURRENCY": "workers", "FORWARDED_ALLOW_IPS": "forwarded_allow_ips"}
 
@@ -71,7 +62,7 @@ def settings_from_uvicorn_env(environ: Optional[Mapping[str, str]] = None) -> Tu
             warnings.append(f"ignoring {variable}: {flag}: {REFUSED[flag][1]}")
         elif name in SETTINGS_BY_NAME:
             text = variables[variable]
-            if name == "header":  # click splits a repeatable option's variable on whitespace
+            if name in REPEATABLE:  # click splits a repeatable option's variable on whitespace
                 text = "\n".join(text.split())
             found[name] = _parse(variable, name, text)
         else:

@@ -224,6 +224,30 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a field
 headers_value = ListParser("name:value", _headers_check, nullable=True, separator="\n")
 
 
+def _texts_check(expected: str) -> Callable[[Any], Optional[str]]:
+    def check(value: Any) -> Optional[str]:
+        if isinstance(value, (list, tuple)) and all(isinstance(entry, str) and entry for entry in value):
+            return None
+        return expected
+
+    return check
+
+
+# One directory or glob pattern per flag, as uvicorn takes them (a path may hold a comma); one
+# per line in the environment variable.
+reload_dirs_value = ListParser("path", _texts_check("directories"), nullable=True, separator="\n")
+reload_patterns_value = ListParser("glob", _texts_check("glob patterns (e.g. *.html)"), nullable=True, separator="\n")
+def _names_check(value: Any) -> Optional[str]:
+    expected = "names separated by commas"
+    if not isinstance(value, (list, tuple)) or not all(isinstance(entry, str) and entry for entry in value):
+        return expected
+    return None
+
+
+names_value = ListParser("names", _names_check, nullable=True)
+port_or_none = ValueParser("int", int, _is(int, "a port number 0-65535", lambda v: 0 <= v <= 65535), nullable=True)
+
+
 def _loop_check(value: Any) -> Optional[str]:
     if isinstance(value, str) and (value in LOOP_CHOICES or (":" in value and all(value.partition(":")[::2]))):
         return None
@@ -315,9 +339,11 @@ def setting(default: Any, help: str, parse: ValueParser, group: str) -> Any:
     )
 
 
-LISTEN, APP, LIMITS, WS, LOGGING, HEADERS = (
-    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging", "Response headers",
+LISTEN, APP, LIMITS, WS, LOGGING, HEADERS, RELOAD, METRICS = (
+    "Listening", "Application", "Limits and timeouts", "WebSocket", "Logging", "Response headers", "Reload",
+    "Metrics",
 )  # fmt: skip
+LOG_FORMAT_CHOICES = ("text", "json")
 
 LIFESPAN_CHOICES = ("auto", "on", "off")
 LOG_LEVEL_CHOICES = ("critical", "error", "warning", "info", "debug", "trace")
@@ -444,16 +470,33 @@ class Config:
     ws_frame_overhead: int = setting(
         64, "Bytes every received data frame counts toward ws_max_size besides its payload, so a message in many tiny or empty fragments hits the limit (1009) like a large one.",
         count_or_zero, WS)  # fmt: skip
+    early_hints: bool = setting(
+        False, "Let the app send 103 Early Hints (the ASGI http.response.early_hint extension) to HTTP/1.1 clients. Off by default: nginx before 1.29 mishandles a 103 from upstream, so keep it off behind an older proxy.",
+        bool_value, APP)  # fmt: skip
     timeout_write_stall: Optional[float] = setting(
         60.0, "Drop a connection whose peer reads nothing for this many seconds while the server has bytes waiting for it (the app sees a disconnect; none: never).",
         seconds_or_none, LIMITS)  # fmt: skip
 
     log_level: str = setting("info", "Log level of the asgiws loggers.", choice(*LOG_LEVEL_CHOICES), LOGGING)
-    access_log: bool = setting(True, 'Log one line per HTTP request to the "asgiws.access" logger.',
+    access_log: bool = setting(True, 'Log one line per HTTP request and one per WebSocket session to the "asgiws.access" logger.',
                                bool_value, LOGGING)
     use_colors: Optional[bool] = setting(
         None, "Colour the level names in the default log format (none: when the log goes to a terminal).",
         bool_or_none, LOGGING)  # fmt: skip
+    log_format: str = setting(
+        "text", "Format of the default log handlers: text (one line per record) or json (one JSON object per line, with the access records' named fields; docs/observability.md).",
+        choice(*LOG_FORMAT_CHOICES), LOGGING)  # fmt: skip
+    log_redact_query_params: Optional[Tuple[str, ...]] = setting(
+        ("token", "access_token", "auth"), "Query parameters whose values the access log replaces with [redacted] (names compared without regard to case): browsers cannot set headers on a WebSocket, so credentials travel in its query string (none: log queries as they are).",
+        names_value, LOGGING)  # fmt: skip
+
+    # -- metrics ------------------------------------------------------------------------------
+    metrics_port: Optional[int] = setting(
+        None, "Serve Prometheus metrics on this port at /metrics (needs the metrics extra: pip install 'asgiws[metrics]'); with --workers, the supervisor serves the sum of the workers' figures (none: no metrics, and no cost).",
+        port_or_none, METRICS)  # fmt: skip
+    metrics_host: str = setting(
+        "127.0.0.1", "Address the --metrics-port listener binds: loopback by default, since the figures are for the operator, not the public.",
+        text_value, METRICS)  # fmt: skip
 
     # -- what the server adds to every response it writes --------------------------------------
     server_header: bool = setting(
@@ -490,6 +533,23 @@ class Config:
     limit_max_requests_jitter: int = setting(
         0, "Add a random 0 to N requests to limit_max_requests in each process, so workers do not all restart at once.",
         count_or_zero, "Processes")  # fmt: skip
+
+    # -- --reload (development) ----------------------------------------------------------------
+    reload: bool = setting(
+        False, "Restart the server when a watched file changes (development): a supervisor keeps the listening socket open, starts a fresh process on the new code, then stops the old one (its WebSockets get Close 1012). Not with --workers N.",
+        bool_value, RELOAD)  # fmt: skip
+    reload_dir: Optional[Tuple[str, ...]] = setting(
+        None, "Directory to watch with --reload; the flag can be repeated, the environment variable takes one per line (none: the current directory).",
+        reload_dirs_value, RELOAD)  # fmt: skip
+    reload_include: Optional[Tuple[str, ...]] = setting(
+        None, "Glob pattern of the files whose change restarts the server, besides the default *.py; the flag can be repeated. A pattern named here is taken out of the default excludes.",
+        reload_patterns_value, RELOAD)  # fmt: skip
+    reload_exclude: Optional[Tuple[str, ...]] = setting(
+        None, "Glob pattern, or directory, whose changes never restart the server, besides the defaults .*, .py[cod], .sw.*, ~*; the flag can be repeated. A pattern named here is taken out of the default includes; a directory whose name matches one is not watched.",
+        reload_patterns_value, RELOAD)  # fmt: skip
+    reload_delay: float = setting(
+        0.25, "How often --reload looks for changes, in seconds: without watchfiles, the polling interval (at least 0.1 s); with it, changes are reported as they happen, one batch per interval at most.",
+        seconds_value, RELOAD)  # fmt: skip
     uds_permissions: int = setting(
         0o666, "Permissions of the --uds socket file; connecting needs write access, and the proxy usually runs as another user.",
         octal_value, LISTEN)  # fmt: skip
@@ -541,6 +601,21 @@ class Config:
         if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs
                                           or self.ssl_cert_reqs is not None or self.ssl_ciphers):  # fmt: skip
             raise ConfigError("ssl_keyfile, ssl_keyfile_password, ssl_ca_certs, ssl_cert_reqs and ssl_ciphers need ssl_certfile")
+        if self.reload:
+            if self.workers > 1:
+                raise ConfigError(f"reload: --reload runs one server process and does not combine with --workers "
+                                  f"{self.workers}; use one or the other")  # fmt: skip
+            if not isinstance(self.app, str):
+                raise ConfigError("reload: needs the app as an import string (module:attribute), which each new "
+                                  "server process imports afresh")  # fmt: skip
+            if self.metrics_port is not None:
+                # Two server processes overlap for a moment at each restart, and the metrics
+                # would start from zero with each: a development mode has none.
+                raise ConfigError("metrics_port: --metrics-port is not served under --reload "
+                                  "(a development mode); drop one of them")
+            for directory in self.reload_dir or ():
+                if not os.path.isdir(directory):
+                    raise ConfigError(f"reload_dir: {directory!r} is not a directory")
         if self.ws_max_queue is not None and self.ws_read_high_water == SETTINGS_BY_NAME["ws_read_high_water"].default:
             self.ws_read_high_water = self.ws_max_queue * WS_QUEUE_ITEM_BYTES
         # Built once here, used for every response the server writes.
@@ -548,6 +623,8 @@ class Config:
         self.loaded_app: Optional[ASGIApp] = None
         # Built once here, used by every WebSocket handshake; None: nothing to check.
         self.origin_policy: Optional[OriginPolicy] = origin_policy(self.ws_allowed_origins, self.ws_require_origin)
+        # Built once here, used by every access record that has a query string.
+        self.redact_params = frozenset(name.lower() for name in self.log_redact_query_params or ())
 
     @property
     def loaded(self) -> bool:

@@ -5,6 +5,11 @@ Two loggers, uvicorn's split:
     asgiws.access  one line per HTTP request and one per WebSocket session, at its end → stdout,
                    only with --access-log
 
+--log-format json makes both handlers write one JSON object per line (`JsonFormatter`): the
+time, level, logger and message, and the record's named fields (the access records' client,
+method, path, status, duration_ms, bytes, ws_close_code, ...: docs/observability.md). The
+formatter is usable from a --log-config file too ("()": "asgiws.logging.JsonFormatter").
+
 --log-config FILE replaces the handlers above with a `logging.config.dictConfig` dictionary
 read from FILE (.json; .yaml / .yml with PyYAML installed), or with `logging.config.fileConfig`
 for an .ini file (uvicorn takes all three). Levels the file gives the asgiws
@@ -18,6 +23,7 @@ Embedding `Server` in your own program leaves logging to you: nothing here runs 
 from __future__ import annotations
 
 import configparser
+import datetime
 import json
 import logging
 import logging.config
@@ -66,12 +72,40 @@ class ColourFormatter(logging.Formatter):
         return super().formatMessage(coloured)
 
 
+# What every LogRecord has; anything else on a record came from `extra=` and is a named field.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: timestamp (ISO 8601, UTC, milliseconds), level,
+    logger, message, the record's named fields (`extra=`), and the traceback, if any, as text.
+    A value JSON cannot hold is written as its str()."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: Dict[str, Any] = {
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }  # fmt: skip
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
 def configure_logging(log_level: str = "info", access_log: bool = True, log_config: Optional[str] = None,
-                      use_colors: Optional[bool] = None) -> None:  # fmt: skip
+                      use_colors: Optional[bool] = None, log_format: str = "text") -> None:  # fmt: skip
     """Set up the asgiws loggers. Raises ConfigError when `log_config` cannot be used.
 
     `use_colors`: colour the level names of the default handlers; None: when the stream is a
-    terminal. A --log-config file sets its own formatters.
+    terminal. `log_format`: text, or json (`JsonFormatter`, never coloured). A --log-config file
+    sets its own formatters.
     """
     level = LOG_LEVELS[log_level]
     error_logger = logging.getLogger("asgiws.error")
@@ -104,7 +138,10 @@ def configure_logging(log_level: str = "info", access_log: bool = True, log_conf
         for logger, stream in ((error_logger, sys.stderr), (access_logger, sys.stdout)):
             handler = _Handler(stream)
             colours = use_colors if use_colors is not None else _is_terminal(stream)
-            handler.setFormatter(ColourFormatter(FORMAT) if colours else logging.Formatter(FORMAT))
+            if log_format == "json":
+                handler.setFormatter(JsonFormatter())
+            else:
+                handler.setFormatter(ColourFormatter(FORMAT) if colours else logging.Formatter(FORMAT))
             logger.addHandler(handler)
             logger.setLevel(level)
             logger.propagate = False

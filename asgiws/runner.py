@@ -1,8 +1,8 @@
 """`run()`: from settings to a serving process, as the `asgiws` command and `asgiws.run()` do it.
 
 The top of the process layer (docs/architecture.md, "What lives where"): it builds the `Config`,
-sets up logging, and starts either one `Server` or the `--workers` supervisor. It imports them;
-nothing below imports it. `asgiws.cli` parses the command line and calls it.
+sets up logging, and starts one `Server`, the `--workers` supervisor or the `--reload` one. It
+imports them; nothing below imports it. `asgiws.cli` parses the command line and calls it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from asgiws.config import UVICORN_WS, Config, ConfigError
 from asgiws.logging import configure_logging
 from asgiws.server import Server, StartupError, make_ssl_context
 from asgiws.supervisors.multiprocess import Supervisor
+from asgiws.supervisors.reload import ReloadSupervisor
 
 logger = logging.getLogger("asgiws.error")
 
@@ -31,11 +32,14 @@ def run(app: Any, **settings: Any) -> None:
     An invalid setting raises ConfigError.
     """
     config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
+                      config.log_format)
     for note in notes(config):
         logger.warning("%s", note)
     try:
-        if config.workers > 1:
+        if config.reload:
+            ReloadSupervisor(config).run()
+        elif config.workers > 1:
             if Supervisor(config).run():
                 sys.exit(STARTUP_FAILURE)  # a worker failed to boot
         else:
@@ -54,7 +58,8 @@ def check(app: Any, **settings: Any) -> Config:
     invalid setting raises ConfigError.
     """
     config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
+                      config.log_format)
     for note in notes(config):
         logger.warning("%s", note)
     try:
@@ -76,6 +81,10 @@ def _startup_failed(exc: Exception) -> None:
 def notes(config: Config) -> List[str]:
     """Startup warnings for settings asgiws takes with a meaning of its own (uvicorn's names)."""
     found = []
+    given = [f"--{name.replace('_', '-')}" for name in ("reload_dir", "reload_include", "reload_exclude")
+             if getattr(config, name) is not None]  # fmt: skip
+    if given and not config.reload:
+        found.append(f"{', '.join(given)}: no effect without --reload")
     if config.ws in UVICORN_WS:
         found.append(f"--ws {config.ws}: asgiws has its own WebSocket implementation and uses it "
                      "(--ws auto); uvicorn's choice of library does not apply.")  # fmt: skip

@@ -39,6 +39,7 @@ from asgiws.asgi.lifespan import Lifespan, LifespanFailure
 from asgiws.config import Config
 from asgiws.http.protocol import HttpProtocol
 from asgiws.state import ServerState
+from asgiws.websocket.connection import CloseCode
 
 logger = logging.getLogger("asgiws.error")
 
@@ -54,16 +55,21 @@ class StartupError(Exception):
 
 class Server:
     def __init__(
-        self, config: Config, sockets: Optional[List[socket.socket]] = None, ssl_context: Any = None
+        self, config: Config, sockets: Optional[List[socket.socket]] = None, ssl_context: Any = None,
+        metrics: Any = None,
     ) -> None:
         """`sockets`: listening sockets someone else bound (the --workers supervisor, gunicorn).
         They are served instead of binding per the config, never unlinked, and not announced:
         whoever bound them says where the server listens. `ssl_context`: TLS for them, made
-        elsewhere (gunicorn's settings); by default it comes from the --ssl-* settings."""
+        elsewhere (gunicorn's settings); by default it comes from the --ssl-* settings.
+        `metrics`: an asgiws.metrics.Metrics someone else serves (the supervisor's exporter);
+        by default, with --metrics-port, the server makes and serves its own."""
         self.config = config
         self.sockets = sockets
         self.ssl_context = ssl_context
         self.server_state = ServerState()
+        self.server_state.metrics = metrics
+        self.exporter: Any = None  # asgiws.metrics.Exporter, when this server serves /metrics
         self.lifespan: Optional[Lifespan] = None
         self.listeners: List[asyncio.Server] = []
         self.started = False
@@ -75,6 +81,7 @@ class Server:
             jitter = random.randint(0, config.limit_max_requests_jitter)
             self.server_state.request_limit = config.limit_max_requests + jitter
             self.server_state.on_request_limit = self._request_limit_reached
+        self.server_state.ws_shutdown_close = (config.ws_shutdown_close_code, "server shutting down")
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -91,9 +98,16 @@ class Server:
         finally:
             self._remove_signal_handlers()
 
-    def handle_exit(self, sig: Optional[int] = None) -> None:
-        """Begin a graceful shutdown; called a second time, stop waiting for connections."""
+    def handle_exit(self, sig: Optional[int] = None, restart: bool = False) -> None:
+        """Begin a graceful shutdown; called a second time, stop waiting for connections.
+
+        `restart`: a supervisor is replacing this process (--reload, a SIGHUP rolling restart),
+        so every WebSocket is closed with 1012 (Service Restart: the client may reconnect at
+        once) whatever --ws-shutdown-close-code says for a plain shutdown.
+        """
         if self._exit_requested is None or not self._exit_requested.is_set():
+            if restart:
+                self.server_state.ws_shutdown_close = (CloseCode.SERVICE_RESTART, "server restarting")
             if self._exit_requested is not None:
                 self._exit_requested.set()
         else:
@@ -124,10 +138,15 @@ class Server:
             self._uds_path = config.uds
         self.listeners = [await self._listen(app, sock, ssl_context) for sock in sockets]
         try:
+            if config.metrics_port is not None and self.sockets is None:
+                self._start_metrics()
             await self.lifespan.startup()
-        except LifespanFailure as exc:
+        except BaseException as exc:
             self._close_listeners()
-            raise StartupError(str(exc)) from None
+            self._stop_metrics()
+            if isinstance(exc, LifespanFailure):
+                raise StartupError(str(exc)) from None
+            raise
 
         for listener in self.listeners:
             await listener.start_serving()
@@ -207,6 +226,33 @@ class Server:
         # 4. Lifespan shutdown: after the last request, so the app can release what they used.
         if self.lifespan is not None and not self.force_exit:
             await self.lifespan.shutdown(self.config.timeout_lifespan_shutdown)
+
+        # 5. Metrics were served until here: a scrape during the shutdown sees the connections drain.
+        self._stop_metrics()
+
+    def _start_metrics(self) -> None:
+        """--metrics-port in one process: record, and serve /metrics from a thread. Raises
+        ConfigError (prometheus-client missing), StartupError (the port is taken)."""
+        from asgiws import metrics
+
+        recorder = metrics.Metrics()
+        try:
+            assert self.config.metrics_port is not None, "called only with --metrics-port"
+            sock = metrics.bind(self.config.metrics_host, self.config.metrics_port)
+        except OSError as exc:
+            where = f"{self.config.metrics_host}:{self.config.metrics_port}"
+            raise StartupError(f"Could not listen for metrics on {where}: {_reason(exc)}") from None
+        from prometheus_client import REGISTRY
+
+        self.exporter = metrics.Exporter(sock, recorder.registry, REGISTRY)
+        self.exporter.start()
+        self.server_state.metrics = recorder
+        logger.info("Metrics on %s", metrics.describe(sock))
+
+    def _stop_metrics(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:

@@ -8,7 +8,7 @@ reads it to shut down gracefully. Neither imports the other for it.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional, Set
+from typing import Any, Optional, Set, Tuple
 
 
 class ServerState:
@@ -21,6 +21,12 @@ class ServerState:
         # --limit-max-requests: called once, when the request that reaches the limit completes.
         self.request_limit: Optional[int] = None
         self.on_request_limit: Any = None
+        # The Close (code, reason) every open WebSocket gets on shutdown: --ws-shutdown-close-code,
+        # or 1012 "server restarting" when a supervisor restarts this process (Server.handle_exit).
+        self.ws_shutdown_close: Tuple[int, str] = (1012, "server shutting down")
+        # --metrics-port: an asgiws.metrics.Metrics the protocols record into, or None. Each
+        # connection reads it once when it is made (no metrics: nothing recorded, nothing timed).
+        self.metrics: Any = None
 
     @property
     def total_requests(self) -> int:

@@ -108,7 +108,7 @@ SCENARIOS = [
     Scenario("idle_mem", "idle memory per connection", "echo", "idle", "KiB/conn", 0, 5000,
              higher_is_better=False),
     Scenario("http", "HTTP plaintext (wrk -t1 -c64)", "echo", "wrk", "requests/s",
-             servers=("asgiws", "uvicorn", "granian")),
+             servers=("asgiws", "asgiws-metrics", "asgiws-base", "uvicorn", "granian")),
     Scenario("starlette_echo32_c64", "Starlette echo 32 B, 64 conns", "starlette", "rr",
              "round trips/s", 32, 64, servers=("asgiws", "uvicorn")),
 ]

@@ -51,6 +51,11 @@ def _asgiws(app, port, backlog):
             "--backlog", str(backlog), "--timeout-graceful-shutdown", "1"]
 
 
+def _asgiws_metrics(app, port, backlog):
+    # --metrics-port 0: metrics on (a free port), everything else as the asgiws row.
+    return _asgiws(app, port, backlog) + ["--metrics-port", "0"]
+
+
 def _uvicorn(ws):
     def argv(app, port, backlog):
         return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
@@ -94,6 +99,9 @@ def base_dir() -> str:
 SERVERS = {
     "asgiws": Server("asgiws", "asgiws", "asgi", _asgiws, ("asgiws", "uvloop", "httptools"),
                      apps=("echo", "broadcast", "starlette")),
+    "asgiws-metrics": Server("asgiws-metrics", "asgiws (metrics on)", "asgi", _asgiws_metrics,
+                             ("asgiws", "prometheus_client"), apps=("echo", "broadcast", "starlette"),
+                             notes="--metrics-port 0: the metrics-on side of a pair with asgiws (off)"),
     "asgiws-base": Server("asgiws-base", "asgiws (base)", "asgi", _asgiws, ("asgiws",),
                           apps=("echo", "broadcast", "starlette"), repo=base_dir,
                           notes="the checkout in ASGIWS_BASE_DIR (a before/after pair with asgiws)"),

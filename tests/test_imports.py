@@ -26,10 +26,13 @@ PACKAGE = ROOT / "asgiws"
 RANKS = {
     "asgiws.config": 0,
     "asgiws.state": 0,
+    "asgiws.metrics": 0,
     "asgiws.http.protocol": 1,
     "asgiws.asgi.websocket": 1,
     "asgiws.server": 2,
     "asgiws.supervisors.multiprocess": 3,
+    "asgiws.supervisors.reload": 3,
+    "asgiws.supervisors.watch": 3,
     "asgiws.workers": 3,
     "asgiws.runner": 4,
     "asgiws.cli": 5,

@@ -76,7 +76,7 @@ def test_session_line_closed_by_the_client(run_server, caplog):
                 time.sleep(0.01)
     match = session_line(caplog)
     assert match["client"] == f"127.0.0.1:{port}"
-    assert match["path"] == "/room"  # the path; the query string is not logged
+    assert match["path"] == "/room?id=7"  # the query string too (its credentials redacted: below)
     assert match["status"] == "101"
     assert match["subprotocol"] == "chat"
     assert 0 <= float(match["duration"]) <= elapsed + 0.5
@@ -125,7 +125,8 @@ def test_nothing_is_logged_per_message(run_server, caplog):
                     assert ws.recv(TIMEOUT) == str(i)
     asgiws_records = [r for r in caplog.records if r.name.startswith("asgiws")]
     messages = [r.getMessage() for r in asgiws_records]
-    assert len([m for m in messages if "WebSocket" in m]) == 1, messages
+    sessions = [r for r in asgiws_records if r.name == "asgiws.access" and "WebSocket" in r.getMessage()]
+    assert len(sessions) == 1, messages  # the session line (not the pure-Python fallback's warning)
     assert len(asgiws_records) < 10, messages  # startup / shutdown lines, not one per message
 
 
@@ -136,6 +137,208 @@ def test_access_log_off_silences_the_session_line(run_server, caplog):
                 ws.send("a")
                 ws.recv(TIMEOUT)
     assert not records(caplog)
+
+
+# -- named fields, redaction, refused handshakes -------------------------------------------------
+
+
+def wait_for_records(caplog, count, predicate=lambda r: True):
+    deadline = time.monotonic() + TIMEOUT
+    while len([r for r in records(caplog) if predicate(r)]) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [r for r in records(caplog) if predicate(r)]
+
+
+async def http_app(scope, receive, send):
+    if scope["type"] == "http":
+        if scope["path"] == "/stream":  # chunked: no Content-Length
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a" * 100, "more_body": True})
+            await send({"type": "http.response.body", "body": b"b" * 23})
+            return
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello"})
+    elif scope["type"] == "websocket":
+        await echo_app(scope, receive, send)
+
+
+def test_http_access_record_has_named_fields(run_server, caplog):
+    with caplog.at_level(logging.INFO, logger="asgiws"):
+        with run_server(http_app) as server:
+            with httpx.Client() as client:
+                assert client.post(server.url + "/p/q?x=1&token=s3cret", content=b"abc").status_code == 201
+                assert client.get(server.url + "/stream").content == b"a" * 100 + b"b" * 23
+    first, second = wait_for_records(caplog, 2)
+    assert "s3cret" not in first.getMessage()
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "POST /p/q\?x=1&token=\[redacted\] HTTP/1\.1" 201 5 B \d+\.\dms',
+                        first.getMessage())
+    assert (first.type, first.method, first.path, first.query, first.http_version, first.status, first.bytes) == (
+        "http", "POST", "/p/q", "x=1&token=[redacted]", "1.1", 201, 5)
+    assert first.client == f"127.0.0.1:{first.client.split(':')[1]}" and first.complete is True
+    assert isinstance(first.duration_ms, float) and 0 <= first.duration_ms < TIMEOUT * 1000
+    assert (second.path, second.query, second.status, second.bytes) == ("/stream", "", 200, 123)  # body only
+
+
+def test_session_record_keeps_the_query_with_credentials_redacted(run_server, caplog):
+    with caplog.at_level(logging.INFO, logger="asgiws"):
+        with run_server(echo_app) as server:
+            url = server.ws_url + "/room?id=7&Token=abc&access_token=def&auth=ghi&authority=kept&%74oken=jkl"
+            with connect(url, compression=None, open_timeout=TIMEOUT) as ws:
+                ws.send("hi")
+                assert ws.recv(TIMEOUT) == "hi"
+            (record,) = wait_for_records(caplog, 1)
+    message = record.getMessage()
+    assert not any(secret in message for secret in ("abc", "def", "ghi", "jkl")), message
+    query = "id=7&Token=[redacted]&access_token=[redacted]&auth=[redacted]&authority=kept&%74oken=[redacted]"
+    assert f'"WebSocket /room?{query}" 101 ' in message
+    assert (record.type, record.path, record.query, record.status) == ("websocket", "/room", query, 101)
+    assert (record.ws_close_code, record.closed_by, record.subprotocol) == (1000, "peer", None)
+    assert (record.ws_messages_in, record.ws_messages_out) == (1, 1)
+    assert 2 < record.ws_bytes_in < 40 and 2 < record.ws_bytes_out < 40 and record.bytes == record.ws_bytes_out
+    assert record.duration_ms >= 0
+
+
+@pytest.mark.parametrize("setting, expected", [
+    (["session"], "token=abc&session=[redacted]"),
+    (None, "token=abc&session=xyz"),
+])  # fmt: skip
+def test_redacted_params_are_a_setting(run_server, caplog, setting, expected):
+    with caplog.at_level(logging.INFO, logger="asgiws"):
+        with run_server(http_app, log_redact_query_params=setting) as server:
+            httpx.get(server.url + "/?token=abc&session=xyz")
+    (record,) = wait_for_records(caplog, 1)
+    assert record.query == expected and f"/?{expected} HTTP/1.1" in record.getMessage()
+
+
+async def refusing_app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    if scope["path"] == "/deny":
+        await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+    elif scope["path"] == "/crash":
+        raise RuntimeError("boom before accept")
+    else:
+        await send({"type": "websocket.close"})  # before accept: 403
+
+
+@pytest.mark.parametrize("path, status, by", [
+    ("/close", 403, "app"),  # websocket.close before accept
+    ("/deny", 401, "app"),  # the denial response extension
+    ("/crash", 500, "server"),  # the app raised before accepting
+])  # fmt: skip
+def test_refused_handshake_is_logged_with_its_http_status(run_server, caplog, path, status, by):
+    from websockets.exceptions import InvalidStatus
+
+    with caplog.at_level(logging.INFO, logger="asgiws"):
+        with run_server(refusing_app) as server:
+            with pytest.raises(InvalidStatus) as refused:
+                connect(server.ws_url + path + "?auth=pw", open_timeout=TIMEOUT)
+            assert refused.value.response.status_code == status
+            (record,) = wait_for_records(caplog, 1)
+    message = record.getMessage()
+    assert re.fullmatch(rf'127\.0\.0\.1:\d+ - "WebSocket {path}\?auth=\[redacted\]" {status} refused by {by} '
+                        r"\d+\.\d{3}s", message), message
+    assert " close " not in message and "1006" not in message
+    assert (record.type, record.status, record.ws_close_code, record.closed_by) == ("websocket", status, None, by)
+
+
+def test_handshake_the_server_refuses_is_logged_with_its_status(run_server, caplog):
+    with caplog.at_level(logging.INFO, logger="asgiws"):
+        with run_server(echo_app) as server:
+            with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+                # No Sec-WebSocket-Key: 400 (RFC 6455 §4.2.1).
+                sock.sendall(b"GET /ws?token=t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+            (record,) = wait_for_records(caplog, 1)
+    assert '"WebSocket /ws?token=[redacted]" 400 refused by server' in record.getMessage()
+    assert (record.status, record.ws_close_code) == (400, None)
+    refusal = [r for r in caplog.records if r.name == "asgiws.error" and "Refused WebSocket handshake" in r.getMessage()]
+    assert refusal and refusal[0].status == 400 and refusal[0].client.startswith("127.0.0.1:")
+
+
+# -- --log-format json ---------------------------------------------------------------------------
+
+
+def test_json_formatter_writes_one_object_per_line():
+    from asgiws.logging import JsonFormatter
+
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.getLogger("asgiws.error").makeRecord(
+            "asgiws.error", logging.ERROR, __file__, 1, "failed %s", ("here",), exc_info=__import__("sys").exc_info(),
+            extra={"client": "1.2.3.4:5", "status": 500, "when": object()})  # fmt: skip
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["timestamp"])
+    assert (entry["level"], entry["logger"], entry["message"]) == ("ERROR", "asgiws.error", "failed here")
+    assert (entry["client"], entry["status"]) == ("1.2.3.4:5", 500)
+    assert entry["when"].startswith("<object object")  # not JSON: its str()
+    assert "ValueError: bad" in entry["exc_info"]
+    assert not {"msg", "args", "levelno", "pathname", "lineno"} & set(entry)
+
+
+def test_log_format_json_end_to_end(tmp_path):
+    """`python -m asgiws --log-format json`: stdout (access) and stderr (error) parse line by line."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "logapp.py").write_text(APP)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASGIWS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asgiws", "logapp:app", "--port", str(port), "--lifespan", "off",
+         "--app-dir", str(tmp_path), "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.1:{port}/j?access_token=x&a=b").text == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/error").status_code == 500
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=TIMEOUT)
+    access = [json.loads(line) for line in out.splitlines()]
+    errors = [json.loads(line) for line in err.splitlines()]
+    assert [(entry["status"], entry["bytes"]) for entry in access] == [(200, 2), (500, len("Internal Server Error"))]
+    first = access[0]
+    assert (first["logger"], first["level"], first["method"], first["path"]) == ("asgiws.access", "INFO", "GET", "/j")
+    assert (first["query"], first["bytes"], first["type"]) == ("access_token=[redacted]&a=b", 2, "http")
+    assert isinstance(first["duration_ms"], float) and first["message"].startswith(first["client"] + ' - "GET /j?')
+    assert any(e["message"].startswith("asgiws running on") for e in errors)
+    crash = [e for e in errors if e["message"] == "Exception in ASGI application"]
+    assert crash and crash[0]["level"] == "ERROR" and "RuntimeError: boom" in crash[0]["exc_info"]
+
+
+def test_json_formatter_from_a_log_config(spawn, tmp_path):
+    """The documented --log-config recipe (docs/observability.md) writes the same JSON lines."""
+    access = tmp_path / "access.jsonl"
+    config_file = tmp_path / "logging.json"
+    config_file.write_text(json.dumps({
+        "version": 1,
+        "formatters": {"json": {"()": "asgiws.logging.JsonFormatter"}},
+        "handlers": {"access": {"class": "logging.FileHandler", "formatter": "json", "filename": str(access)}},
+        "loggers": {"asgiws.access": {"handlers": ["access"], "level": "INFO", "propagate": False}},
+    }))  # fmt: skip
+    server = Served(spawn, tmp_path, "--log-config", str(config_file))
+    with server:
+        httpx.get(server.url + "/recipe")
+    (entry,) = [json.loads(line) for line in access.read_text().splitlines()]
+    assert (entry["path"], entry["status"], entry["bytes"]) == ("/recipe", 200, 2)
 
 
 # -- the command line: --log-level, --log-config ------------------------------------------------
@@ -228,7 +431,8 @@ def test_log_config_json(spawn, tmp_path):
     # asgiws.error has no level in the file: it gets --log-level (info) and reaches root's handler.
     assert re.search(r"^CUSTOM\|asgiws.error\|INFO\|asgiws running on http://127.0.0.1:\d+", server.proc.text, re.M)
     assert "INFO: " not in server.proc.text  # the default handler is gone
-    assert re.fullmatch(r'CUSTOM\|asgiws.access\|INFO\|127.0.0.1:\d+ - "GET /hello HTTP/1.1" 200\n', access.read_text())
+    assert re.fullmatch(r'CUSTOM\|asgiws.access\|INFO\|127.0.0.1:\d+ - "GET /hello HTTP/1.1" 200 2 B \d+\.\dms\n',
+                        access.read_text())
 
 
 def test_log_config_yaml_levels_win_over_log_level(spawn, tmp_path):

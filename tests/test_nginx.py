@@ -238,3 +238,41 @@ def test_without_pings_nginx_closes_the_idle_websocket(spawn_server, tmp_path, c
             with pytest.raises(ConnectionClosed):
                 ws.send("anyone?")
                 ws.recv(TIMEOUT)
+
+
+@needs_nginx
+@pytest.mark.parametrize("early_hints", [False, True], ids=["off", "on"])
+def test_early_hints_behind_this_nginx(spawn_server, tmp_path, certificate, early_hints):
+    """--early-hints behind nginx. Off, the page comes through nginx as usual. On, nginx 1.29 and
+    later pass the 103 on (its `early_hints` directive); older ones (Debian 12 has 1.22) take the
+    upstream's 103 for the final response and send the real response's head to the client as
+    if it were body: what the client gets is not nginx's response (docs/deployment.md)."""
+    args = ("--early-hints",) if early_hints else ()
+    with deployment(spawn_server, tmp_path, certificate, asgiws_args=args) as (nginx, _):
+        with socket.create_connection(("127.0.0.1", nginx.https_port), timeout=TIMEOUT) as plain:
+            with nginx.ssl.wrap_socket(plain, server_hostname="localhost") as sock:
+                sock.sendall(b"GET /hints HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                received = b""
+                sock.settimeout(2)  # the first response, or what nginx sends for it, comes at once
+                try:
+                    while b"the page" not in received:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        received += chunk
+                except socket.timeout:
+                    pass
+    if not early_hints:
+        assert received.startswith(b"HTTP/1.1 200 OK\r\nServer: nginx") and received.endswith(b"the page")
+    elif nginx_version() >= (1, 29):  # pragma: no cover - not the Debian 12 nginx CI installs
+        assert received.startswith(b"HTTP/1.1 103 Early Hints\r\n") and received.endswith(b"the page")
+        assert b"HTTP/1.1 200 OK\r\nServer: nginx" in received
+    else:
+        # The 103 is nginx's final answer, and asgiws's own 200 head arrives as its "body".
+        assert received.startswith(b"HTTP/1.1 103 Early Hints\r\nServer: nginx"), received
+        assert b"\r\n\r\nHTTP/1.1 200 OK\r\n" in received and b"server: asgiws" in received
+
+
+def nginx_version() -> tuple:
+    out = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=TIMEOUT).stderr
+    return tuple(int(part) for part in re.search(r"nginx/(\d+)\.(\d+)", out).groups())

@@ -20,7 +20,7 @@ import pytest
 
 from asgiws.cli import _Refuse, build_parser, parse_settings
 from asgiws.compat import REFUSED, UVICORN_NAMES, settings_from_uvicorn_env
-from asgiws.config import SETTINGS_BY_NAME, Config
+from asgiws.config import SETTINGS_BY_NAME, Config, ConfigError
 from conftest import ROOT, TIMEOUT
 
 SNAPSHOT = json.loads((ROOT / "tests" / "data" / "uvicorn-0.54.0-flags.json").read_text())
@@ -107,11 +107,19 @@ CASES: Dict[str, List[Tuple[List[str], Expected]]] = {
     "--port": [(["--port", "9001"], {"port": 9001})],
     "--uds": [(["--uds", "/tmp/x.sock"], {"uds": "/tmp/x.sock"})],
     "--fd": [(["--fd", "3"], {"fd": 3})],
-    "--reload": [(["--reload"], "--reload: auto-reload is not implemented yet in asgiws")],
-    "--reload-dir": [(["--reload-dir", "src"], "--reload-dir: auto-reload is not implemented yet")],
-    "--reload-include": [(["--reload-include", "*.py"], "--reload-include: auto-reload is not implemented yet")],
-    "--reload-exclude": [(["--reload-exclude", "*.tmp"], "--reload-exclude: auto-reload is not implemented yet")],
-    "--reload-delay": [(["--reload-delay", "1"], "--reload-delay: auto-reload is not implemented yet")],
+    "--reload": [
+        (["--reload"], {"reload": True}),
+        (["--reload", "--workers", "1"], {"reload": True, "workers": 1}),
+        (["--reload", "--workers", "2"], "reload: --reload runs one server process and does not combine with --workers 2"),
+    ],
+    "--reload-dir": [
+        (["--reload", "--reload-dir", str(ROOT / "tests"), "--reload-dir", str(ROOT / "asgiws")],
+         {"reload_dir": (str(ROOT / "tests"), str(ROOT / "asgiws"))}),
+        (["--reload", "--reload-dir", "no/such/dir"], "reload_dir: 'no/such/dir' is not a directory"),
+    ],
+    "--reload-include": [(["--reload-include", "*.html", "--reload-include", "*.j2"], {"reload_include": ("*.html", "*.j2")})],
+    "--reload-exclude": [(["--reload-exclude", "*.tmp"], {"reload_exclude": ("*.tmp",)})],
+    "--reload-delay": [(["--reload-delay", "1"], {"reload_delay": 1.0})],
     "--workers": [(["--workers", "4"], {"workers": 4})],
     "--loop": [
         (["--loop", "asyncio"], {"loop": "asyncio"}),
@@ -201,6 +209,8 @@ def observe(argv: List[str], capsys: Any) -> Expected:
     try:
         settings, _, _ = parse_settings(["app:x", *argv], {})
         return Config(**settings)  # type: ignore[return-value]
+    except ConfigError as exc:  # the CLI prints it as one line, exit status 2 (asgiws.cli.main)
+        return f"asgiws: error: {exc} (see asgiws --help)"
     except SystemExit as exc:
         assert exc.code == 2
         lines = capsys.readouterr().err.strip().splitlines()
@@ -231,12 +241,14 @@ def test_version():
 
 def test_uvicorn_environment_variables():
     settings, warnings = settings_from_uvicorn_env({
-        "UVICORN_PORT": "9002", "UVICORN_HEADERS": "x-a:1 x-b:2", "UVICORN_RELOAD": "true", "UVICORN_NOPE": "1",
+        "UVICORN_PORT": "9002", "UVICORN_HEADERS": "x-a:1 x-b:2", "UVICORN_HTTP2": "true", "UVICORN_NOPE": "1",
         "WEB_CONCURRENCY": "3", "FORWARDED_ALLOW_IPS": "10.0.0.0/8", "UVICORN_FORWARDED_ALLOW_IPS": "*",
+        "UVICORN_RELOAD": "true", "UVICORN_RELOAD_DIRS": "src lib", "UVICORN_RELOAD_INCLUDES": "*.html",
     })  # fmt: skip
-    assert settings == {"port": 9002, "header": ("x-a:1", "x-b:2"), "workers": 3, "forwarded_allow_ips": "*"}
-    assert [w.split(":")[0] for w in warnings] == ["ignoring UVICORN_NOPE, which is not a uvicorn setting asgiws knows",
-                                                   "ignoring UVICORN_RELOAD"]  # fmt: skip
+    assert settings == {"port": 9002, "header": ("x-a:1", "x-b:2"), "workers": 3, "forwarded_allow_ips": "*",
+                        "reload": True, "reload_dir": ("src", "lib"), "reload_include": ("*.html",)}  # fmt: skip
+    assert [w.split(":")[0] for w in warnings] == ["ignoring UVICORN_HTTP2",
+                                                   "ignoring UVICORN_NOPE, which is not a uvicorn setting asgiws knows"]  # fmt: skip
 
 
 def test_precedence_flag_then_asgiws_then_uvicorn_then_plain():
@@ -279,10 +291,10 @@ def test_check_imports_the_app_and_prints_what_differs():
 
 
 def test_a_refused_flag_exits_at_once_with_one_line():
-    result = run_asgiws("asgiws.demo:app", "--reload", "--reload-dir", "src")
+    result = run_asgiws("asgiws.demo:app", "--http2", "--port", "9004")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "asgiws: error: --reload: " + REFUSED["--reload"][1] + " (see asgiws --help)"]
+        "asgiws: error: --http2: " + REFUSED["--http2"][1] + " (see asgiws --help)"]
 
 
 def test_check_fails_with_status_3_when_the_app_does_not_import(tmp_path):

@@ -161,6 +161,25 @@ def test_sighup_replaces_every_worker_without_failing_a_request(spawn_server, tm
         assert pids_answering(proc, new) == new
 
 
+def test_sighup_closes_the_replaced_workers_websockets_with_1012(spawn_server, tmp_path):
+    """A rolling restart is a service restart: 1012, whatever --ws-shutdown-close-code (for a
+    plain shutdown) says; the app sees the same code in its websocket.disconnect."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with spawn_workers(spawn_server, tmp_path, "--ws-shutdown-close-code", "1001") as proc:
+        with connect(f"ws://{proc.host}:{proc.port}/ws", open_timeout=TIMEOUT) as websocket:
+            websocket.send("hello")
+            assert websocket.recv(timeout=TIMEOUT) == "hello"
+            proc.signal(signal.SIGHUP)
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=3 * TIMEOUT)
+        proc.wait_for_line("Reload complete", timeout=3 * TIMEOUT)
+        assert closed.value.rcvd is not None, proc.text
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1012, "server restarting")
+    assert "disconnect 1012" in (tmp_path / "events").read_text().splitlines()
+
+
 def test_sigterm_stops_supervisor_and_workers_with_status_0(spawn_server, tmp_path):
     with spawn_workers(spawn_server, tmp_path) as proc:
         workers = serving_pids(proc)

@@ -27,11 +27,13 @@ CORE = {
     "test_limits.py": "HTTP",
     "test_backpressure.py": "HTTP",
     "test_lifespan.py": "HTTP",
+    "test_http_extensions.py": "HTTP",
     # WebSocket over real sockets
     "test_websocket.py": "WebSocket",
     "test_websocket_hostile.py": "WebSocket",
     "test_websocket_frameworks.py": "WebSocket",
     "test_websocket_fallback.py": "WebSocket",
+    "test_keepalive.py": "WebSocket",
     # a platform without AF_UNIX, fork or uvloop: serves HTTP and WebSocket on asyncio
     "test_imports_portable.py": "WebSocket",
 }
@@ -58,4 +60,9 @@ NOT_CORE = {
     "test_imports.py": "reads the source tree with ast",
     "test_packaging.py": "builds an sdist from the source tree",
     "test_typing.py": "runs mypy on the source tree",
+    "test_docs_recipes.py": "runs the commands of docs/ from the source tree",
+    "test_kubernetes.py": "reads docs/deployment.md from the source tree",
+    "test_metrics.py": "the metrics extra and the --workers supervisor",
+    "test_redis_fanout.py": "redis-server and nginx",
+    "test_reload.py": "reload",
 }

@@ -39,11 +39,13 @@ from ..websocket.connection import (
 )
 from ..websocket.deflate import DeflateSettings, PerMessageDeflate, negotiate
 from ..websocket.handshake import HandshakeError, build_response, validate_request
+from ..access import client_text, fields, redact_query
 from ..codec import is_valid_close_code
 from ..stall import WriteStallWatch
 from . import ClientDisconnected, UnexpectedMessage
 from .app_state import AppState
 from .bridge import WebSocketBridge
+from .keepalive import keepalive
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
@@ -133,8 +135,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "extensions_header",
         "failure_timer",
         "lifespan_state",
+        "metrics",
         "ping_payload",
-        "ping_timer",
+        "ping_slot",
         "request_key",
         "scope",
         "server_state",
@@ -151,12 +154,13 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.server_state = server_state
         self.app = app
         self.lifespan_state = app_state
+        self.metrics = server_state.metrics  # --metrics-port; read once per connection
         self.scope: Dict[str, Any] = {}
         # Timers.
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
         self.failure_timer: Optional[asyncio.TimerHandle] = None
-        self.ping_timer: Optional[asyncio.TimerHandle] = None
+        self.ping_slot = 0  # the keepalive slot this connection waits in (0: none)
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
@@ -172,13 +176,17 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         request head."""
         self.transport = transport
         self.server_state.connections.add(self)
+        if self.metrics is not None:
+            self.metrics.connection_opened("websocket")
         try:
             request = validate_request(http_scope["method"], http_scope["http_version"],
                                        http_scope["headers"])
             if self.config.origin_policy is not None:  # RFC 6455 §10.2: 403 before the app sees it
                 self.config.origin_policy.check(http_scope["headers"], http_scope["scheme"])
         except HandshakeError as exc:
-            logger.info("Refused WebSocket handshake from %s: %s", _client(http_scope), exc.reason)
+            client = client_text(http_scope.get("client"))
+            logger.info("Refused WebSocket handshake from %s: %s", client, exc.reason,
+                        extra={"client": client, "status": exc.status})
             self.scope = http_scope
             self._http_response(exc.status, exc.headers, exc.reason.encode() + b"\n")
             self.state = AppState.CLOSED
@@ -202,6 +210,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             "subprotocols": request.subprotocols,
             "extensions": {"websocket.http.response": {}},
         }
+        if "tls" in http_scope.get("extensions", ()):  # the ASGI tls extension covers wss:// too
+            self.scope["extensions"]["tls"] = http_scope["extensions"]["tls"]
         if "state" in http_scope:
             self.scope["state"] = http_scope["state"]
         elif self.lifespan_state is not None:
@@ -258,10 +268,11 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         contexts, and telling the app, wait their turn in ConnectionEnds."""
         self.server_state.connections.discard(self)
         self._drop_unsent()
-        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.ping_timer,
-                      self.pong_timer):
+        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.pong_timer):
             if timer is not None:
                 timer.cancel()
+        if self.ping_slot:
+            keepalive(self.loop, self.config.ws_ping_interval).discard(self)
         if self.stall_watch is not None:
             self.stall_watch.stop()
         if self.conn is not None:
@@ -281,6 +292,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         # Without a Close from the peer, the TCP connection was dropped (RFC 6455 §7.1.5).
         self._queue_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
         self._fail_drain_waiters(ClientDisconnected("WebSocket connection lost"))
+        if self.metrics is not None:
+            self._record_metrics()
         if self.status:
             self._log_access()
 
@@ -359,6 +372,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             headers + self.config.response_fields.fields_for(headers)))
         self.status = 101
         self.subprotocol = subprotocol
+        if self.metrics is not None:
+            self.metrics.websocket_handshake(time.monotonic() - self.started)
         if self.accept_timer is not None:
             self.accept_timer.cancel()
             self.accept_timer = None
@@ -369,6 +384,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if self.status == 0:
             # Close before accept: refuse the handshake with 403 (spec: "websocket.close").
             self._http_response(403, [], b"")
+            self.closed_by = "app"
             return
         code = message.get("code")
         code = CloseCode.NORMAL_CLOSURE if code is None else int(code)
@@ -379,6 +395,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
 
     async def _on_websocket_http_response_start(self, message: Dict[str, Any]) -> None:
         self.status = int(message["status"])
+        self.closed_by = "app"
         self.denial_headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]
         head = self._http_head(self.status, self.denial_headers)
         self.transport.write(head)
@@ -414,8 +431,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.transport.abort()
 
     def shutdown(self) -> None:
-        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code and tell its
-        app now; refuse a handshake still waiting for the app."""
+        """Server shutdown: Close every open WebSocket with ws_shutdown_close_code (1012 on a
+        restart: ServerState.ws_shutdown_close) and tell its app now; refuse a handshake still
+        waiting for the app."""
         if self.transport is None or self.transport.is_closing():
             return
         if self.state is AppState.CONNECTING:
@@ -423,19 +441,19 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             self.state = AppState.CLOSED
             return
         if self.conn is not None and self.conn.state is State.OPEN and self.status == 101:
-            code = self.config.ws_shutdown_close_code
-            self._close(code, "server shutting down", closed_by="server")
-            self._queue_disconnect(code, "server shutting down")
+            code, reason = self.server_state.ws_shutdown_close
+            self._close(code, reason, closed_by="server")
+            self._queue_disconnect(code, reason)
 
     # -- keepalive ----------------------------------------------------------------------------
 
     def _schedule_ping(self) -> None:
         interval = self.config.ws_ping_interval
         if interval:
-            self.ping_timer = self.loop.call_later(interval, self._send_ping)
+            keepalive(self.loop, interval).add(self)
 
     def _send_ping(self) -> None:
-        self.ping_timer = None
+        """Called by the loop's Keepalive an interval after the last Ping."""
         conn = self.conn
         if conn.state is not State.OPEN or self.transport.is_closing():
             return
@@ -488,7 +506,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 # Cancelled: the server is shutting down and the app outlived the grace period.
-                self._app_failed(self.config.ws_shutdown_close_code)
+                self._app_failed(self.server_state.ws_shutdown_close[0])
                 raise
             logger.error("Exception in ASGI application", exc_info=exc)
             self._app_failed(CloseCode.INTERNAL_ERROR)
@@ -535,22 +553,54 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.transport.close()
 
     def _log_access(self) -> None:
+        """The session's access record: the handshake's status, and for an accepted session its
+        close code, who closed, and the bridge's counters, read once here (none per message)."""
         if not self.config.access_log or not access_logger.isEnabledFor(logging.INFO):
             return
+        scope = self.scope
+        duration = time.monotonic() - self.started
+        query = redact_query(scope.get("query_string") or b"", self.config.redact_params)
+        target = (scope.get("raw_path") or b"").decode("latin-1") or scope.get("path", "")
+        if query:
+            target += "?" + query
         conn = self.conn
-        close = conn.close_received or conn.close_sent if conn is not None else None
+        if self.status != 101:
+            # Refused (by the server: 400, 403, 426, 503; by the app: 403 or its denial
+            # response; a failing app: 500): an HTTP response, so no close code.
+            record = fields(scope, query, self.status, duration, 0)
+            record.update(type="websocket", closed_by=self.closed_by, ws_close_code=None)
+            access_logger.info('%s - "WebSocket %s" %d refused by %s %.3fs', record["client"], target,
+                               self.status, self.closed_by, duration, extra=record)  # fmt: skip
+            return
+        close = conn.close_received or conn.close_sent
+        code = close.code if close is not None else CloseCode.ABNORMAL_CLOSURE
+        bytes_in = conn.parser.bytes_parsed
+        subprotocol = getattr(self, "subprotocol", None)
+        record = fields(scope, query, 101, duration, self.bytes_out)
+        record.update(
+            subprotocol=subprotocol, ws_close_code=int(code), closed_by=self.closed_by,
+            ws_messages_in=self.messages_in, ws_messages_out=self.messages_out,
+            ws_bytes_in=bytes_in, ws_bytes_out=self.bytes_out,
+        )  # fmt: skip
         access_logger.info(
-            '%s - "WebSocket %s" %d [%s] %.3fs close %s by %s; in %d msgs %d B, out %d msgs %d B',
-            _client(self.scope), self.scope.get("path", ""), self.status,
-            getattr(self, "subprotocol", None) or "-", time.monotonic() - self.started,
-            close.code if close is not None else CloseCode.ABNORMAL_CLOSURE, self.closed_by,
-            self.messages_in, conn.parser.bytes_parsed if conn is not None else 0,
-            self.messages_out, self.bytes_out)
+            '%s - "WebSocket %s" 101 [%s] %.3fs close %s by %s; in %d msgs %d B, out %d msgs %d B',
+            record["client"], target, subprotocol or "-", duration, code, self.closed_by,
+            self.messages_in, bytes_in, self.messages_out, self.bytes_out, extra=record,
+        )  # fmt: skip
 
-
-def _client(scope: Dict[str, Any]) -> str:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"
+    def _record_metrics(self) -> None:
+        """The session's figures, once, at its end: per-message counts come from the bridge's
+        counters, which it keeps anyway, never from a metric touched per message."""
+        metrics = self.metrics
+        metrics.connection_closed("websocket")
+        if not self.status:
+            return  # the peer left before the app answered the handshake
+        if self.status != 101:
+            metrics.websocket_session("refused")
+            return
+        conn = self.conn
+        metrics.websocket_session(self.closed_by.replace(" ", "_"), self.messages_in, self.messages_out,
+                                  conn.parser.bytes_parsed, self.bytes_out)  # fmt: skip
 
 
 def _truncate_reason(reason: str) -> str:

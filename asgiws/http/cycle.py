@@ -13,11 +13,14 @@ import asyncio
 import enum
 import http
 import logging
+import os
 import re
+import stat
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
 from asgiws.headers import ResponseFields, date_header
+from asgiws.http.filesend import FileSender
 
 logger = logging.getLogger("asgiws.error")
 
@@ -39,6 +42,9 @@ STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 # app sends must not be able to split the response.
 INVALID_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 INVALID_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+# Trailer fields dropped (RFC 9110 §6.5.1: framing and connection fields may not be trailers).
+FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"te", b"trailer", b"host"))
 
 # Response fields the server acts on (lower-cased).
 SERVER_HANDLED_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
@@ -69,6 +75,7 @@ class ResponsePhase(enum.Enum):
     HEAD_PENDING = "head pending"  # start received; the head is written with the first body, so
     #                                until then an app error can still become a 500
     STREAMING = "streaming"  # head written; more body to come
+    TRAILERS = "waiting for http.response.trailers"  # body done; the app said it sends trailers
     COMPLETE = "complete"  # last body written; later messages are ignored (ASGI spec)
 
 
@@ -83,7 +90,7 @@ class Framing(enum.Enum):
 
 # Looking up an enum member (`ResponsePhase.COMPLETE`) runs Python code in CPython 3.11, about
 # 0.1 µs each, and a request does a score of them: the per-request code uses these names instead.
-WAITING_START, HEAD_PENDING, STREAMING, COMPLETE = ResponsePhase
+WAITING_START, HEAD_PENDING, STREAMING, TRAILERS, COMPLETE = ResponsePhase
 NO_BODY, LENGTH, CHUNKED, CLOSE_DELIMITED = Framing
 
 
@@ -91,10 +98,11 @@ class Connection(Protocol):
     """What a RequestCycle uses of its connection (HttpProtocol)."""
 
     transport: asyncio.Transport
-    access_log: bool  # log_access() is called only when it is set
+    observed: bool  # record_response() is called only when it is set (access log or metrics on)
     response_fields: ResponseFields  # server, date, --header
     reading_paused: bool
     write_paused: bool
+    timeout_write_stall: Optional[float]
 
     def body_consumed(self) -> None:
         """The app took the buffered body: reading may resume."""
@@ -108,9 +116,13 @@ class Connection(Protocol):
     def write_error_response(self, status: int, reason: str) -> None:
         """Answer with a small error response of the server's own, then close."""
 
+    def write_stalled(self, unsent: int) -> None:
+        """The peer read nothing for timeout_write_stall: drop it."""
+
     def close_transport(self) -> None: ...
 
-    def log_access(self, scope: Dict[str, Any], status: int) -> None: ...
+    def record_response(self, cycle: RequestCycle, status: int) -> None:
+        """The access record and the metrics of a response that is over (complete or not)."""
 
 
 class RequestCycle:
@@ -130,6 +142,12 @@ class RequestCycle:
     _final_body_delivered = False
     _message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
 
+    # Access record and metrics, when the connection is `observed`: when the request's head was
+    # parsed (time.perf_counter()), and the body bytes sent in a chunked or close-delimited body
+    # (a Content-Length body's are counted by _remaining).
+    started = 0.0
+    _body_sent = 0
+
     # Response
     phase = WAITING_START
     status = 0
@@ -138,6 +156,10 @@ class RequestCycle:
     _has_server = _has_date = _sent_connection_close = False
     _framing = NO_BODY
     _remaining = 0  # LENGTH: body bytes still owed
+    _body_length = 0  # LENGTH: the whole body's
+    _trailers_wanted = False  # the app's start said "trailers": True
+    _send_trailers = False  # ...and they go on the wire (chunked, and the client sent TE: trailers)
+    _file_sender: Optional[FileSender] = None  # while an http.response.pathsend is being sent
 
     def __init__(self, conn: Connection, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
         self.conn = conn
@@ -152,6 +174,8 @@ class RequestCycle:
         response complete, or disconnect."""
         if self._message_event is not None:
             self._message_event.set()
+        if self.disconnected and self._file_sender is not None:
+            self._file_sender.abort()
 
     # -- the app call ------------------------------------------------------------------------
 
@@ -183,9 +207,11 @@ class RequestCycle:
             # Nothing on the wire yet: the client can still get a proper answer.
             self.phase = COMPLETE
             self.wake()
-            if self.conn.access_log:
-                self.conn.log_access(self.scope, 500)
-            self.conn.write_error_response(500, "Internal Server Error")
+            body = "Internal Server Error"
+            if self.conn.observed:
+                self._body_sent = len(body)  # the server's own body, written just below
+                self.conn.record_response(self, 500)
+            self.conn.write_error_response(500, body)
         else:
             # Part of the response is out: closing is the only honest signal left.
             self.conn.close_transport()
@@ -234,6 +260,16 @@ class RequestCycle:
                 await self.conn.drain()
         elif phase is COMPLETE:
             return  # "any further messages on the channel will be ignored"
+        elif message_type == "http.response.pathsend" and phase is HEAD_PENDING:
+            await self._send_path(message["path"])
+        elif message_type == "http.response.trailers" and phase is TRAILERS:
+            self._write_trailers(message.get("headers", ()), message.get("more_trailers", False))
+            if self.conn.write_paused:
+                await self.conn.drain()
+        elif message_type == "http.response.early_hint" and phase in (WAITING_START, HEAD_PENDING):
+            self._write_early_hint(message.get("links", ()))
+            if self.conn.write_paused:
+                await self.conn.drain()
         else:
             raise UnexpectedMessage(phase, message_type)
 
@@ -267,6 +303,8 @@ class RequestCycle:
             lines.append(line)
         self.status = status
         self._header_lines = lines
+        if message.get("trailers", False):
+            self._trailers_wanted = True
         self.phase = HEAD_PENDING
 
     def _head(self, first_body: bytes, more_body: bool) -> List[bytes]:
@@ -286,9 +324,15 @@ class RequestCycle:
             self._framing = NO_BODY
         elif self._content_length is not None:
             self._framing, self._remaining = LENGTH, self._content_length
+            self._body_length = self._content_length
+        elif self._trailers_wanted and self.scope["http_version"] == "1.1" and self._client_takes_trailers():
+            # Only chunked framing can carry trailers: chunked even when the body is all here.
+            self._framing, self._send_trailers = CHUNKED, True
+            lines.append(b"transfer-encoding: chunked\r\n")
         elif not more_body:
             # The whole body is in hand: say how long it is rather than chunk it.
             self._framing, self._remaining = LENGTH, len(first_body)
+            self._body_length = len(first_body)
             lines.append(b"content-length: %d\r\n" % len(first_body))
         elif self.scope["http_version"] == "1.1":
             self._framing = CHUNKED
@@ -315,17 +359,17 @@ class RequestCycle:
         elif framing is CHUNKED:
             if body:
                 parts += (b"%x\r\n" % len(body), body, b"\r\n")
+                self._body_sent += len(body)
             if not more_body:
-                parts.append(b"0\r\n\r\n")
+                # The last chunk; the blank line that ends the message follows the trailers.
+                parts.append(b"0\r\n" if self._send_trailers else b"0\r\n\r\n")
         elif framing is CLOSE_DELIMITED:
             parts.append(body)
+            self._body_sent += len(body)
         # NO_BODY: a body given for HEAD / 204 / 304 is dropped.
 
-        conn = self.conn
         if head_pending:
             self.phase = STREAMING
-            if conn.access_log:
-                conn.log_access(self.scope, self.status)
         if len(parts) == 1:
             self.transport.write(parts[0])
         elif len(body) < JOIN_LIMIT:
@@ -335,10 +379,100 @@ class RequestCycle:
         if not more_body:
             if framing is LENGTH and self._remaining:
                 raise RuntimeError("Response body shorter than its Content-Length.")
-            self.phase = COMPLETE
-            if self._message_event is not None:
-                self._message_event.set()
-            conn.response_complete(self)
+            self._body_complete()
+
+    def _body_complete(self) -> None:
+        """The last body byte is written: the response is complete, unless trailers follow."""
+        if self._trailers_wanted:
+            self.phase = TRAILERS
+            return
+        self.phase = COMPLETE
+        if self._message_event is not None:
+            self._message_event.set()
+        self.conn.response_complete(self)
+
+    @property
+    def body_bytes_sent(self) -> int:
+        """Response body bytes written so far (nginx's $body_bytes_sent): framing not counted."""
+        if self._framing is LENGTH:
+            return self._body_length - self._remaining
+        return self._body_sent
+
+    # -- extensions (asgiref docs/extensions.rst) ---------------------------------------------
+
+    async def _send_path(self, path: str) -> None:
+        """`http.response.pathsend`: the body is the file at `path`, framed by its length.
+
+        Without a Content-Length from the app, the file's size at open() is sent as one (never
+        chunked: the length is known). A Content-Length larger than the file is an app error
+        (a 500, nothing is on the wire yet); a file that shrinks while it is sent ends the
+        connection. HEAD, 204 and 304 get the head alone."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # OSError: the app's 500
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RuntimeError(f"http.response.pathsend: {path} is not a regular file.")
+            if self._content_length is None:
+                self._content_length = info.st_size
+                self._header_lines = self._header_lines + [b"content-length: %d\r\n" % info.st_size]
+            elif self._content_length > info.st_size:
+                raise RuntimeError(f"Content-Length {self._content_length} is more than the "
+                                   f"{info.st_size} bytes of {path}.")  # fmt: skip
+            head = self._head(b"", True)
+            self.phase = STREAMING
+            conn = self.conn
+            self.transport.write(b"".join(head))
+            if self._framing is LENGTH and self._remaining:
+                sender = FileSender(conn, fd, 0, self._remaining, conn.write_stalled, conn.timeout_write_stall)
+                self._file_sender = sender
+                try:
+                    await sender.run()
+                finally:
+                    self._file_sender = None
+                self._remaining = 0
+        finally:
+            os.close(fd)
+        self._body_complete()
+        if self.conn.write_paused:
+            await self.conn.drain()
+
+    def _client_takes_trailers(self) -> bool:
+        """The request said `TE: trailers` (RFC 9110 §10.1.4). Read only for a response whose app
+        wants to send trailers, so no request pays for it."""
+        for name, value in self.scope["headers"]:
+            if name == b"te" and b"trailers" in [token.split(b";")[0].strip().lower() for token in value.split(b",")]:
+                return True
+        return False
+
+    def _write_trailers(self, headers: Any, more_trailers: bool) -> None:
+        """`http.response.trailers`: written as the chunked body's trailer section when the
+        client accepts trailers, else dropped (the spec allows it; the body is complete)."""
+        if self._send_trailers:
+            lines = []
+            for name, value in headers:
+                line, lowered = _header_line(name, value)  # validated like a header: no splitting
+                if name.lower() not in FORBIDDEN_TRAILERS:
+                    lines.append(line)
+            if not more_trailers:
+                lines.append(b"\r\n")
+            if lines:
+                self.transport.write(b"".join(lines))
+        if not more_trailers:
+            self._trailers_wanted = False
+            self._body_complete()
+
+    def _write_early_hint(self, links: Any) -> None:
+        """`http.response.early_hint`: a 103 with these Link fields before the final response
+        (RFC 8297). Written only where advertised (--early-hints, an HTTP/1.1 request); once the
+        final head is out, or when not advertised, the hint is dropped, as the spec allows."""
+        if "http.response.early_hint" not in self.scope.get("extensions", ()):
+            return
+        lines = [b"HTTP/1.1 103 Early Hints\r\n"]
+        for link in links:
+            lines.append(_header_line(b"link", link)[0])
+        if len(lines) > 1:
+            lines.append(b"\r\n")
+            self.transport.write(b"".join(lines))
 
 
 async def service_unavailable(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:

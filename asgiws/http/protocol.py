@@ -51,14 +51,25 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import urllib.parse
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import httptools
 
-from asgiws.http.cycle import COMPLETE, HEAD_PENDING, STATUS_LINES, WAITING_START, RequestCycle, service_unavailable
+from asgiws.access import client_text, fields, redact_query
+from asgiws.http.cycle import (
+    COMPLETE,
+    HEAD_PENDING,
+    STATUS_LINES,
+    STREAMING,
+    WAITING_START,
+    RequestCycle,
+    service_unavailable,
+)
 from asgiws.http.proxy import apply_proxy_headers, parse_trusted
+from asgiws.http.tls import tls_extension
 from asgiws.stall import WriteStallWatch
 
 if TYPE_CHECKING:
@@ -107,6 +118,12 @@ FIRST_REQUEST_GRACE = 1.0
 # Request fields the server acts on (lower-cased), tested with one set lookup per header.
 HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
 
+# What `scope["extensions"]` offers (asgiref docs/extensions.rst; each request gets a copy):
+# pathsend and trailers always, early hints with --early-hints to HTTP/1.1 requests only (RFC 9110
+# §15.2: no 1xx to an HTTP/1.0 client), `tls` on TLS connections (asgiws.http.tls).
+EXTENSIONS: Dict[str, Dict[str, Any]] = {"http.response.pathsend": {}, "http.response.trailers": {}}
+EXTENSIONS_EARLY_HINTS = {**EXTENSIONS, "http.response.early_hint": {}}
+
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
 _DETACHED = asyncio.Protocol()
 
@@ -144,6 +161,10 @@ class HttpProtocol(asyncio.Protocol):
         self._root_path = config.root_path
         self._raw_root_path = urllib.parse.quote(config.root_path).encode("ascii")
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)  # checked once
+        # Metrics (--metrics-port) or None; like the access log, decided once per connection:
+        # with both off, no request is timed and nothing is recorded (record_response).
+        self._metrics = server_state.metrics
+        self.observed = self.access_log or self._metrics is not None
         self.response_fields = config.response_fields
         self._websocket = config.ws != "none"  # --ws none: an upgrade to WebSocket is served as plain HTTP
         self._reset_contextvars = config.reset_contextvars
@@ -153,7 +174,9 @@ class HttpProtocol(asyncio.Protocol):
         self._timeout_keep_alive = config.timeout_keep_alive
         self._tasks = server_state.tasks
         self._limit_max_headers = config.limit_max_headers
-        self._timeout_write_stall = config.timeout_write_stall
+        self.timeout_write_stall = config.timeout_write_stall
+        self._extensions_10 = EXTENSIONS  # HTTP/1.0 requests
+        self._extensions = EXTENSIONS_EARLY_HINTS if config.early_hints else EXTENSIONS  # HTTP/1.1
 
         # Per connection
         self._server: Optional[Tuple[Any, Optional[int]]] = None
@@ -222,10 +245,17 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream server's BaseTransport is a Transport
         self.server_state.connections.add(self)
+        if self._metrics is not None:
+            self._metrics.connection_opened("http")
         self._server = _address(transport.get_extra_info("sockname"), unix_path=True)
         self._client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]  # TCP peer: (host, port); else None
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:  # the handshake is done: connection_made comes after it
+                tls = tls_extension(ssl_object, self.config.ssl_certfile)
+                self._extensions = {**self._extensions, "tls": tls}
+                self._extensions_10 = {**self._extensions_10, "tls": tls}
         if self._trusted is not None:
             self._from_proxy = (self._client[0] if self._client else None) in self._trusted
         # The first request's head must be complete this long after the connection opened.
@@ -233,6 +263,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server_state.connections.discard(self)
+        if self._metrics is not None:
+            self._metrics.connection_closed("http")
+        active = self._active
+        if active is not None and self.observed and active.phase is STREAMING:
+            self.record_response(active, active.status)  # cut short: its head went out
         self._cancel_timers()
         if self._stall_watch is not None:
             self._stall_watch.stop()
@@ -396,19 +431,19 @@ class HttpProtocol(asyncio.Protocol):
             await self._writable.wait()
 
     def _watch_write_stall(self) -> None:
-        if self._timeout_write_stall is not None:
+        if self.timeout_write_stall is not None:
             if self._stall_watch is None:
                 self._stall_watch = WriteStallWatch(
-                    self.loop, self.transport, self._timeout_write_stall, self._write_stalled
+                    self.loop, self.transport, self.timeout_write_stall, self.write_stalled
                 )
             self._stall_watch.start()
 
-    def _write_stalled(self, unsent: int) -> None:
+    def write_stalled(self, unsent: int) -> None:
         """The peer read nothing for timeout_write_stall while bytes waited for it (the
         WriteStallWatch armed in pause_writing): drop it. Reading from it stopped when its
         responses backed up, so no other timeout can tell it is gone."""
         logger.info("%s: the client read nothing for %ss (%d bytes unsent); dropping the connection.",
-                    _client_text(self._client), self._timeout_write_stall, unsent)  # fmt: skip
+                    client_text(self._client), self.timeout_write_stall, unsent)  # fmt: skip
         self._cancel_timers()
         self.transport.abort()  # close() would wait for the buffer to drain, which it will not
 
@@ -500,6 +535,8 @@ class HttpProtocol(asyncio.Protocol):
             http_version == "1.1" and parser.should_keep_alive() and not self._shutting_down and method != "CONNECT"
         )
         cycle = RequestCycle(self, scope, keep_alive, self._expect_100_continue and http_version == "1.1")
+        if self.observed:
+            cycle.started = time.perf_counter()
         self._parsing = cycle
         if upgrade:
             self._ignored_upgrade = (cycle, _body_framing(self._headers))
@@ -628,6 +665,8 @@ class HttpProtocol(asyncio.Protocol):
             "query_string": query,
             "headers": headers,
             "state": self.app_state.copy(),
+            # Copies: the extensions dict, once per request (~0.1 µs): an app may change its own.
+            "extensions": (self._extensions if http_version == "1.1" else self._extensions_10).copy(),
         }
 
     # -- moving between requests -------------------------------------------------------------
@@ -643,6 +682,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle once its last body byte is written."""
+        if self.observed:
+            self.record_response(cycle, cycle.status)
         self.server_state.total_requests += 1
         self._active = None
         if cycle.keep_alive:
@@ -763,6 +804,8 @@ class HttpProtocol(asyncio.Protocol):
         transport.set_protocol(_DETACHED)
         transport.set_protocol(ws)
         self.server_state.connections.discard(self)
+        if self._metrics is not None:  # from here it counts as a WebSocket connection
+            self._metrics.connection_closed("http")
         if self.reading_paused:  # the WebSocket protocol starts with reading on
             self.reading_paused = False
             transport.resume_reading()
@@ -776,7 +819,8 @@ class HttpProtocol(asyncio.Protocol):
         """The client sent something we cannot serve: answer `status` once the responses before
         it are out, then close."""
         if logger.isEnabledFor(logging.INFO):
-            logger.info("%s: %d %s", _client_text(self._client), status, reason)
+            client = client_text(self._client)
+            logger.info("%s: %d %s", client, status, reason, extra={"client": client, "status": status})
         self._stopped = True
         self._unparsed = None
         self._head_in_progress = False
@@ -845,15 +889,24 @@ class HttpProtocol(asyncio.Protocol):
                 # hold the connection (and an app awaiting send) forever.
                 self._watch_write_stall()
 
-    def log_access(self, scope: Dict[str, Any], status: int) -> None:
-        """One access log line; callers check `access_log` first."""
-        target = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            target += "?" + scope["query_string"].decode("latin-1")
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %d', _client_text(scope["client"]), scope["method"], target,
-            scope["http_version"], status,
-        )  # fmt: skip
+    def record_response(self, cycle: RequestCycle, status: int) -> None:
+        """A response is over (complete, or cut short after its head): its access record and its
+        metrics. Callers check `observed` first; nothing here runs with both off."""
+        duration = time.perf_counter() - cycle.started
+        scope = cycle.scope
+        if self._metrics is not None:
+            self._metrics.http_request(scope["method"], status, duration)
+        if self.access_log:
+            sent = cycle.body_bytes_sent
+            query = redact_query(scope["query_string"], self.config.redact_params)
+            record = fields(scope, query, status, duration, sent)
+            complete = cycle.phase is COMPLETE
+            record["complete"] = complete
+            access_logger.info(
+                '%s - "%s %s%s HTTP/%s" %d %d B %.1fms%s', record["client"], record["method"], record["path"],
+                "?" + query if query else "", record["http_version"], status, sent, duration * 1000.0,
+                "" if complete else " (incomplete)", extra=record,
+            )  # fmt: skip
 
     def _arm_header_timer(self) -> None:
         self._header_deadline = deadline = self.loop.time() + self.config.timeout_header
@@ -890,7 +943,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._active is not None:
             return  # busy answering: the timer restarts when the response is done (_advance)
         logger.debug("%s: request head not received within %ss; closing.",
-                     _client_text(self._client), self.config.timeout_header)  # fmt: skip
+                     client_text(self._client), self.config.timeout_header)  # fmt: skip
         self.close_transport()
 
     def _on_keep_alive_timeout(self) -> None:
@@ -934,10 +987,6 @@ def _address(address: Any, unix_path: bool = False) -> Optional[Tuple[Any, Optio
     if unix_path and address:
         return (address.decode("utf-8", "backslashreplace") if isinstance(address, bytes) else address, None)
     return None
-
-
-def _client_text(client: Optional[Tuple[str, int]]) -> str:
-    return "%s:%d" % client if client else "-"
 
 
 def _has_token(value: bytes, token: bytes) -> bool:

@@ -34,9 +34,18 @@ A worker's signals, with both the supervisor and the outside world sending them:
     SIGINT   the same, but a second SIGINT forces the exit (Ctrl+C reaches the whole process
              group, the supervisor's SIGTERM arriving before or after it)
     SIGQUIT  force the exit: stop waiting for connections (the supervisor's second signal)
+    SIGUSR1  shut down gracefully for a restart (RESTART_SIGNAL): as SIGTERM, but every WebSocket
+             gets Close 1012 (Service Restart) whatever --ws-shutdown-close-code says. The
+             supervisors send it to a worker they replace: a SIGHUP rolling restart, --reload
     SIGHUP   ignored (it is the supervisor's: a reload)
 
 A worker whose supervisor is gone (SIGKILLed) notices within a second and shuts down gracefully.
+
+--metrics-port: each worker records into prometheus-client's multiprocess directory, which the
+supervisor makes (and names in PROMETHEUS_MULTIPROC_DIR) before the first fork and removes when
+it exits; one more child, the exporter, serves their sum on the metrics socket the supervisor
+bound, and is restarted if it dies. The supervisor removes a dead worker's gauge files, so its
+connections stop counting as open (asgiws.metrics).
 
 Why fork rather than spawn: the supervisor has no threads and no event loop and has not imported
 the app, so a forked worker starts clean, and it inherits the listening sockets and its pipe
@@ -50,13 +59,16 @@ import enum
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from asgiws import metrics
 from asgiws.asgi.app import AppImportError
 from asgiws.config import Config
 from asgiws.server import (
@@ -83,6 +95,10 @@ PARENT_CHECK_INTERVAL = 1.0
 
 # How often a worker's health thread writes to its pipe (at most; less with a short timeout).
 HEALTH_INTERVAL = 1.0
+
+# Sent to a worker that is being replaced (module docstring): not SIGHUP, which is the
+# supervisor's own, and which a terminal's hangup sends to the whole process group.
+RESTART_SIGNAL = signal.SIGUSR1
 
 
 class Phase(enum.Enum):
@@ -118,6 +134,10 @@ class Supervisor:
         self.next_spawn = 0.0  # monotonic time before which no worker is started
         self.reloading = False
         self._wakeup_r = self._wakeup_w = -1
+        # --metrics-port: the workers' shared directory, the listener, and the exporter child.
+        self.metrics_dir: Optional[str] = None
+        self.metrics_socket: Optional[socket.socket] = None
+        self.exporter_pid = 0
 
     # -- the supervisor's life ---------------------------------------------------------------
 
@@ -126,11 +146,19 @@ class Supervisor:
         config = self.config
         make_ssl_context(config)  # a bad certificate or key fails here, once, not in every worker
         self.sockets = bind_sockets(config)
+        try:
+            if config.metrics_port is not None:
+                self._prepare_metrics()
+        except BaseException:
+            self._close_sockets()
+            raise
         self._install_signal_handlers()
         try:
             logger.info("Started supervisor process [%d]; starting %d workers", os.getpid(), config.workers)
             while self.phase is not Phase.STOPPING or self.workers:
                 self._spawn_missing()
+                if self.metrics_socket is not None and not self.exporter_pid and self.phase is not Phase.STOPPING:
+                    self._spawn_exporter()
                 self._wait_for_events(self._timeout())
                 self._reap()
                 if self.phase is Phase.BOOTING and len(self.workers) == config.workers and all(
@@ -148,6 +176,7 @@ class Supervisor:
                 elif self.phase is Phase.STOPPING and time.monotonic() >= self.kill_deadline:
                     self._kill_all()
         finally:
+            self._stop_exporter()
             self._remove_signal_handlers()
             self._close_sockets()
         logger.info("Supervisor [%d] exiting", os.getpid())
@@ -251,6 +280,8 @@ class Supervisor:
             try:
                 os.close(ready_r)
                 self._in_child()
+                if self.metrics_socket is not None:  # the exporter's
+                    self.metrics_socket.close()
                 if health_r is not None and health_w is not None:
                     os.close(health_r)
                     _start_health_thread(health_w, self._health_interval())
@@ -281,9 +312,16 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if pid == self.exporter_pid:
+                self.exporter_pid = 0  # restarted by the main loop unless stopping
+                if self.phase is not Phase.STOPPING:
+                    logger.warning("Metrics exporter [%d] ended (%s); starting a new one", pid, _describe_status(status))
+                continue
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            if self.metrics_dir is not None:
+                metrics.worker_exited(pid)
             for fd in (worker.ready_fd, worker.health_fd):
                 if fd is not None:
                     os.close(fd)
@@ -331,7 +369,7 @@ class Supervisor:
             if time.monotonic() >= self.next_spawn:
                 self._spawn()
         else:
-            self._signal(old[0], signal.SIGTERM)
+            self._signal(old[0], RESTART_SIGNAL)
             old[0].stopping = True
 
     # -- stopping ----------------------------------------------------------------------------
@@ -375,7 +413,66 @@ class Supervisor:
         except ProcessLookupError:  # already gone; _reap will see it
             pass
 
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _prepare_metrics(self) -> None:
+        """Before the first fork: the directory every process's figures go to (set in the
+        environment before prometheus-client is imported anywhere: it picks its mode on import),
+        and the listener. Raises ConfigError (the extra is missing), StartupError."""
+        self.metrics_dir = tempfile.mkdtemp(prefix="asgiws-metrics-")
+        os.environ[metrics.MULTIPROC_ENV] = self.metrics_dir
+        metrics.check_available()  # the caller's cleanup (_close_sockets) removes the directory
+        try:
+            assert self.config.metrics_port is not None, "called only with --metrics-port"
+            self.metrics_socket = metrics.bind(self.config.metrics_host, self.config.metrics_port)
+        except OSError as exc:
+            where = f"{self.config.metrics_host}:{self.config.metrics_port}"
+            raise StartupError(f"Could not listen for metrics on {where}: {exc.strerror or exc}") from None
+        logger.info("Metrics on %s (the sum of the workers', kept in %s)", metrics.describe(self.metrics_socket),
+                    self.metrics_dir)  # fmt: skip
+
+    def _spawn_exporter(self) -> None:
+        assert self.metrics_socket is not None
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            logger.error("Could not start the metrics exporter: %s", exc)
+            return
+        if pid == 0:
+            status = 1
+            try:
+                self._in_child()
+                for sock in self.sockets:  # it serves metrics only
+                    sock.close()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C: the supervisor stops it last
+                metrics.exporter_main(self.metrics_socket)
+                status = 0
+            except BaseException as exc:  # noqa: BLE001 - never unwind into the supervisor's code
+                logger.error("Metrics exporter failed", exc_info=exc)
+            finally:
+                os._exit(status)
+        self.exporter_pid = pid
+
+    def _stop_exporter(self) -> None:
+        """After the last worker: stop the exporter, then remove the figures' directory."""
+        if self.exporter_pid:
+            try:
+                os.kill(self.exporter_pid, signal.SIGKILL)  # it holds no state of its own
+                os.waitpid(self.exporter_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.exporter_pid = 0
+        if self.metrics_socket is not None:
+            self.metrics_socket.close()
+            self.metrics_socket = None
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            if os.environ.get(metrics.MULTIPROC_ENV) == self.metrics_dir:
+                del os.environ[metrics.MULTIPROC_ENV]
+            self.metrics_dir = None
+
     def _close_sockets(self) -> None:
+        self._stop_exporter()
         for sock in self.sockets:
             sock.close()
         if self.config.uds is not None:  # we created the socket file: leave no stale one behind
@@ -479,9 +576,14 @@ def _start_health_thread(fd: int, interval: float) -> None:
     threading.Thread(target=beat, name="asgiws-health", daemon=True).start()
 
 
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, RESTART_SIGNAL)
+
+
 class _Worker:
     def __init__(self, config: Config, sockets: List[socket.socket], ready_fd: int) -> None:
-        self.server = Server(config, sockets=sockets)
+        # --metrics-port: this worker records into the supervisor's directory; the exporter serves.
+        recorder = metrics.Metrics() if config.metrics_port is not None else None
+        self.server = Server(config, sockets=sockets, metrics=recorder)
         self.ready_fd = ready_fd
         self.supervisor_pid = os.getppid()
         self.exiting = False
@@ -490,7 +592,7 @@ class _Worker:
     async def serve(self) -> None:
         server = self.server
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        for sig in WORKER_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             await server.startup()
@@ -503,15 +605,19 @@ class _Worker:
             finally:
                 watchdog.cancel()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            for sig in WORKER_SIGNALS:
                 loop.remove_signal_handler(sig)
+                # Not back to the default action, which ends the process: the supervisor's
+                # SIGTERM may arrive after a Ctrl+C's SIGINT has shut this one down already,
+                # and must not turn its clean exit into "killed by SIGTERM".
+                signal.signal(sig, signal.SIG_IGN)
 
     def _on_signal(self, sig: int) -> None:
         force = sig == signal.SIGQUIT or (sig == signal.SIGINT and self.interrupted)
         self.interrupted = self.interrupted or sig == signal.SIGINT
         if not self.exiting:
             self.exiting = True
-            self.server.handle_exit(sig)  # the first call: graceful
+            self.server.handle_exit(sig, restart=sig == RESTART_SIGNAL)  # the first call: graceful
         if force:
             self.server.handle_exit(sig)  # a later call: stop waiting
 

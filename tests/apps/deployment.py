@@ -1,6 +1,6 @@
 """A raw ASGI 3 app for tests/test_nginx.py: it tells who it is and what it saw.
 
-HTTP: any path → JSON {"pid", "client", "scheme", "host", "path"} (the serving process's pid
+HTTP: /hints → an early hint (103) if the server offers them, then "the page"; any other path → JSON {"pid", "client", "scheme", "host", "path"} (the serving process's pid
 tells the instances of an upstream apart).
 WebSocket: accepts, sends that JSON as its first message, then echoes every message.
 """
@@ -21,7 +21,13 @@ def describe(scope):
 
 
 async def app(scope, receive, send):
-    if scope["type"] == "http":
+    if scope["type"] == "http" and scope["path"] == "/hints":
+        # An early hint when the server offers them (asgiws --early-hints), then the page.
+        if "http.response.early_hint" in scope.get("extensions", {}):
+            await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"the page"})
+    elif scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": describe(scope).encode()})
