@@ -97,8 +97,10 @@ PARENT_CHECK_INTERVAL = 1.0
 HEALTH_INTERVAL = 1.0
 
 # Sent to a worker that is being replaced (module docstring): not SIGHUP, which is the
-# supervisor's own, and which a terminal's hangup sends to the whole process group.
-RESTART_SIGNAL = signal.SIGUSR1
+# supervisor's own, and which a terminal's hangup sends to the whole process group. Looked up
+# without failing where it does not exist (Windows: no worker is forked there, Config refuses
+# --workers > 1 and the reloader cannot start), so that this module imports everywhere.
+RESTART_SIGNAL: int = getattr(signal, "SIGUSR1", 0)
 
 
 class Phase(enum.Enum):
@@ -576,7 +578,9 @@ def _start_health_thread(fd: int, interval: float) -> None:
     threading.Thread(target=beat, name="asgiws-health", daemon=True).start()
 
 
-WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, RESTART_SIGNAL)
+# SIGQUIT and RESTART_SIGNAL exist only on Unix, where workers run (see RESTART_SIGNAL).
+WORKER_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1")
+                       if hasattr(signal, name))
 
 
 class _Worker:

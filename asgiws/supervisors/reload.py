@@ -311,7 +311,10 @@ class ReloadSupervisor:
     # As in the --workers supervisor: the handlers do nothing, `set_wakeup_fd` writes each
     # signal's number to a pipe that wakes the select() in _wait_for_events.
 
-    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
+    # Looked up by name: SIGHUP and SIGCHLD exist only on Unix, and the module must import
+    # everywhere (tests/test_imports_portable.py).
+    HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD")
+                    if hasattr(signal, name))
 
     def _install_signal_handlers(self) -> None:
         self._wakeup_r, self._wakeup_w = os.pipe()
