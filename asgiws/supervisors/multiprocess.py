@@ -66,11 +66,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from asgiws import metrics
 from asgiws.asgi.app import AppImportError
 from asgiws.config import Config
+from asgiws.supervisors.signals import SignalPipe
 from asgiws.server import (
     Server,
     StartupError,
@@ -97,10 +98,10 @@ PARENT_CHECK_INTERVAL = 1.0
 HEALTH_INTERVAL = 1.0
 
 # Sent to a worker that is being replaced (module docstring): not SIGHUP, which is the
-# supervisor's own, and which a terminal's hangup sends to the whole process group. Looked up
-# without failing where it does not exist (Windows: no worker is forked there, Config refuses
-# --workers > 1 and the reloader cannot start), so that this module imports everywhere.
-RESTART_SIGNAL: int = getattr(signal, "SIGUSR1", 0)
+# supervisor's own, and which a terminal's hangup sends to the whole process group. (Looked up
+# with getattr: where there is no SIGUSR1 there is no fork and no supervisor, but this module
+# must still import.)
+RESTART_SIGNAL: int = getattr(signal, "SIGUSR1", 0)  # 0: no such signal (and no worker to send it to)
 
 
 class Phase(enum.Enum):
@@ -135,7 +136,7 @@ class Supervisor:
         self.boot_failures = 0  # in a row; sets the respawn delay
         self.next_spawn = 0.0  # monotonic time before which no worker is started
         self.reloading = False
-        self._wakeup_r = self._wakeup_w = -1
+        self.signals = SignalPipe((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
         # --metrics-port: the workers' shared directory, the listener, and the exporter child.
         self.metrics_dir: Optional[str] = None
         self.metrics_socket: Optional[socket.socket] = None
@@ -154,7 +155,7 @@ class Supervisor:
         except BaseException:
             self._close_sockets()
             raise
-        self._install_signal_handlers()
+        self.signals.install()
         try:
             logger.info("Started supervisor process [%d]; starting %d workers", os.getpid(), config.workers)
             while self.phase is not Phase.STOPPING or self.workers:
@@ -179,7 +180,7 @@ class Supervisor:
                     self._kill_all()
         finally:
             self._stop_exporter()
-            self._remove_signal_handlers()
+            self.signals.remove()
             self._close_sockets()
         logger.info("Supervisor [%d] exiting", os.getpid())
         return self.exit_status
@@ -203,11 +204,11 @@ class Supervisor:
         waiting = {worker.ready_fd: worker for worker in self.workers.values() if worker.ready_fd is not None}
         health = {worker.health_fd: worker for worker in self.workers.values() if worker.health_fd is not None}
         try:
-            readable, _, _ = select.select([self._wakeup_r, *waiting, *health], [], [], timeout)
+            readable, _, _ = select.select([self.signals.fd, *waiting, *health], [], [], timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
             readable = []
         for fd in readable:
-            if fd == self._wakeup_r:
+            if fd == self.signals.fd:
                 self._handle_signals()
             elif fd in waiting:
                 self._readiness_reported(waiting[fd])
@@ -301,7 +302,8 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's signal (a reload), not ours
-        for fd in [self._wakeup_r, self._wakeup_w] + [w.ready_fd for w in self.workers.values() if w.ready_fd]:
+        self.signals.close()
+        for fd in [w.ready_fd for w in self.workers.values() if w.ready_fd]:
             os.close(fd)
         for fd in [w.health_fd for w in self.workers.values() if w.health_fd is not None]:
             os.close(fd)
@@ -483,31 +485,10 @@ class Supervisor:
             except OSError:
                 pass
 
-    # -- signals -----------------------------------------------------------------------------
-    # The handlers do nothing: `set_wakeup_fd` writes each signal's number to a pipe, which wakes
-    # the select() in _wait_for_events, and the number is read from there. One path for all.
-
-    def _install_signal_handlers(self) -> None:
-        self._wakeup_r, self._wakeup_w = os.pipe()
-        os.set_blocking(self._wakeup_w, False)
-        os.set_blocking(self._wakeup_r, False)
-        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, _ignore)
-
-    def _remove_signal_handlers(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        os.close(self._wakeup_r)
-        os.close(self._wakeup_w)
+    # -- signals (a SignalPipe wakes the select() in _wait_for_events) --------------------------
 
     def _handle_signals(self) -> None:
-        try:
-            received = os.read(self._wakeup_r, 512)
-        except BlockingIOError:
-            return
-        for sig in received:
+        for sig in self.signals.received():
             if sig in (signal.SIGINT, signal.SIGTERM):
                 if self.phase is Phase.STOPPING:
                     self._force()
@@ -520,10 +501,6 @@ class Supervisor:
                 else:
                     self._reload()
             # SIGCHLD: _reap, which runs after every wake-up
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    pass
 
 
 def _describe_status(status: int) -> str:
@@ -578,7 +555,6 @@ def _start_health_thread(fd: int, interval: float) -> None:
     threading.Thread(target=beat, name="asgiws-health", daemon=True).start()
 
 
-# SIGQUIT and RESTART_SIGNAL exist only on Unix, where workers run (see RESTART_SIGNAL).
 WORKER_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1")
                        if hasattr(signal, name))
 

@@ -67,6 +67,7 @@ from asgiws.config import Config
 from asgiws.logging import configure_logging
 from asgiws.server import bind_sockets, describe_socket, make_ssl_context, origin_policy_warning
 from asgiws.supervisors.multiprocess import RESTART_SIGNAL, SHUTDOWN_MARGIN, run_worker
+from asgiws.supervisors.signals import SignalPipe
 from asgiws.supervisors.watch import FileFilter, make_watcher
 
 logger = logging.getLogger("asgiws.error")
@@ -114,7 +115,7 @@ class ReloadSupervisor:
         self._changed: Set[Path] = set()
         self._changed_lock = threading.Lock()
         self._change_r = self._change_w = -1
-        self._wakeup_r = self._wakeup_w = -1
+        self.signals = SignalPipe((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD))
 
     # -- the reloader's life -----------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class ReloadSupervisor:
         directories = [Path(d) for d in (config.reload_dir or (os.getcwd(),))]
         file_filter = FileFilter(config.reload_include or (), config.reload_exclude or ())
         try:
-            self._install_signal_handlers()
+            self.signals.install()
             self._change_r, self._change_w = os.pipe()
             os.set_blocking(self._change_w, False)
             self.watcher = make_watcher(directories, file_filter, config.reload_delay, self._files_changed)
@@ -145,7 +146,7 @@ class ReloadSupervisor:
             for fd in (self._change_r, self._change_w):
                 if fd >= 0:
                     os.close(fd)
-            self._remove_signal_handlers()
+            self.signals.remove()
             self._close_sockets()
         logger.info("Stopping reloader process [%d]", os.getpid())
         return 0
@@ -157,9 +158,9 @@ class ReloadSupervisor:
     def _wait_for_events(self, timeout: float) -> None:
         """Sleep until a signal, a change, a process's readiness report, or `timeout`."""
         waiting = {child.ready_fd: child for child in self.children if child.ready_fd is not None}
-        readable, _, _ = select.select([self._wakeup_r, self._change_r, *waiting], [], [], timeout)
+        readable, _, _ = select.select([self.signals.fd, self._change_r, *waiting], [], [], timeout)
         for fd in readable:
-            if fd == self._wakeup_r:
+            if fd == self.signals.fd:
                 self._handle_signals()
             elif fd == self._change_r:
                 self._take_changes()
@@ -307,38 +308,10 @@ class ReloadSupervisor:
             except OSError:
                 pass
 
-    # -- signals -----------------------------------------------------------------------------
-    # As in the --workers supervisor: the handlers do nothing, `set_wakeup_fd` writes each
-    # signal's number to a pipe that wakes the select() in _wait_for_events.
-
-    # Looked up by name: SIGHUP and SIGCHLD exist only on Unix, and the module must import
-    # everywhere (tests/test_imports_portable.py).
-    HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD")
-                    if hasattr(signal, name))
-
-    def _install_signal_handlers(self) -> None:
-        self._wakeup_r, self._wakeup_w = os.pipe()
-        os.set_blocking(self._wakeup_w, False)
-        os.set_blocking(self._wakeup_r, False)
-        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
-        for sig in self.HANDLED:
-            signal.signal(sig, _ignore)
-
-    def _remove_signal_handlers(self) -> None:
-        if self._wakeup_r < 0:
-            return
-        signal.set_wakeup_fd(-1)
-        for sig in self.HANDLED:
-            signal.signal(sig, signal.SIG_DFL)
-        os.close(self._wakeup_r)
-        os.close(self._wakeup_w)
+    # -- signals (a SignalPipe wakes the select() in _wait_for_events) --------------------------
 
     def _handle_signals(self) -> None:
-        try:
-            received = os.read(self._wakeup_r, 512)
-        except BlockingIOError:
-            return
-        for sig in received:
+        for sig in self.signals.received():
             if sig not in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 continue  # SIGCHLD: _reap, which runs after every wake-up
             if self.phase is Phase.STOPPING:
@@ -360,10 +333,6 @@ def _signal(child: ServerProcess, sig: int) -> None:
         os.kill(child.pid, sig)
     except ProcessLookupError:  # already gone; _reap will see it
         pass
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    pass
 
 
 def _describe(returncode: int) -> str:
