@@ -18,6 +18,7 @@ OP_PONG: int  # 0xA
 # Close codes used by the codec (RFC 6455 §7.4.1)
 CLOSE_NORMAL: int  # 1000
 CLOSE_PROTOCOL_ERROR: int  # 1002
+CLOSE_NO_STATUS: int  # 1005 (no status code in the Close frame)
 CLOSE_INVALID_PAYLOAD: int  # 1007 (invalid UTF-8)
 CLOSE_MESSAGE_TOO_BIG: int  # 1009
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import codecs
 import struct
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
+
+# What the builders and the mask take: anything with the buffer protocol, as the .pyx does.
+_Buffer = Union[bytes, bytearray, memoryview]
 
 # Opcodes (RFC 6455 §5.2).
 OP_CONTINUATION = 0x0
@@ -60,7 +63,7 @@ _from_bytes = int.from_bytes
 _UTF8_ACCEPT = b""
 
 
-def _utf8_feed(state: Optional[bytes], data) -> Optional[bytes]:
+def _utf8_feed(state: Optional[bytes], data: _Buffer) -> Optional[bytes]:
     """The state after `data`: None as soon as the bytes so far cannot be a prefix of valid
     UTF-8. (Copies: the decoded str, dropped; and `data` once more when a sequence was cut.)"""
     if state is None:
@@ -81,7 +84,7 @@ def _utf8_feed(state: Optional[bytes], data) -> Optional[bytes]:
     return tail
 
 
-def _xor(data, key: bytes, offset: int = 0) -> bytes:
+def _xor(data: _Buffer, key: bytes, offset: int = 0) -> bytes:
     """`data` XOR the 4-byte `key` from key position `offset % 4`, as a new bytes object: the
     payload and the repeated key as two little-endian integers, XORed (3 passes in C)."""
     n = len(data)
@@ -102,7 +105,7 @@ class ProtocolError(Exception):
         self.code = code
         self.reason = reason
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.code} {self.reason}"
 
 
@@ -123,7 +126,7 @@ class Frame:
         self.opcode = opcode
         self.payload = payload
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Frame(fin={self.fin}, rsv1={self.rsv1}, opcode={self.opcode}, "
                 f"payload={self.payload!r:.60})")
 
@@ -219,6 +222,7 @@ class FrameParser:
             self._lent = True
             return memoryview(_shared_buf)[:self._capacity]
         self._reserve(want)
+        assert self._buf is not None  # _reserve() made one
         return memoryview(self._buf)[self._end:]
 
     def release(self) -> None:
@@ -271,7 +275,7 @@ class FrameParser:
             self._buf = own
             self._end = end - start
 
-    def feed_data(self, data) -> List[Union[Frame, str, bytes]]:
+    def feed_data(self, data: _Buffer) -> List[Union[Frame, str, bytes]]:
         """Copy `data` into the buffer and parse (bytes that arrived outside get_buffer)."""
         view = memoryview(data)
         n = view.nbytes
@@ -280,6 +284,7 @@ class FrameParser:
             return []
         self._reserve(n)
         end = self._end
+        assert self._buf is not None  # _reserve() made one
         self._buf[end:end + n] = view.cast("B") if view.format != "B" else view  # copy
         return self.feed(n)
 
@@ -321,6 +326,7 @@ class FrameParser:
             self._buf = None
         elif start > 0:
             buf = self._buf
+            assert buf is not None  # bytes wait in it
             buf[:end - start] = buf[start:end]  # copy (twice: through a temporary)
             self._end = end - start
             self._start = 0
@@ -344,21 +350,23 @@ class FrameParser:
         self._utf8_state = _UTF8_ACCEPT
         self._msg = bytearray()
 
-    def _message_complete(self, frames: list) -> None:
+    def _message_complete(self, frames: List[Union[Frame, str, bytes]]) -> None:
         """The final fragment arrived: the message as one str or bytes (copy: decoded or copied
         once out of the message buffer, which is then given back)."""
         opcode = self._message_opcode
         msg = self._msg
+        assert msg is not None  # _message_start() made it
         self._msg = None
         if opcode == OP_TEXT:
-            payload = msg.decode("utf-8")  # validated fragment by fragment: cannot fail
+            payload: Union[str, bytes] = msg.decode("utf-8")  # validated fragment by fragment: cannot fail
         else:
             payload = bytes(msg)
         self._message_opcode = 0
         self._message_size = 0
         self._append(frames, True, False, opcode, payload)
 
-    def _append(self, frames: list, fin: bool, rsv1: bool, opcode: int, payload) -> None:
+    def _append(self, frames: List[Union[Frame, str, bytes]], fin: bool, rsv1: bool, opcode: int,
+                payload: Union[str, bytes]) -> None:
         if self.bare_messages and fin and not rsv1 and (opcode == OP_TEXT or opcode == OP_BINARY):
             frames.append(payload)  # a whole message: no Frame object
             return
@@ -384,14 +392,14 @@ class FrameParser:
         if self._partial_utf8 is None:
             self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
 
-    def _parse(self) -> list:
+    def _parse(self) -> List[Union[Frame, str, bytes]]:
         """Parse every complete frame in buf[start:end], in the order and with the checks of
         _codec.pyx (see _reference.py for when each check happens).
 
         Copies per frame: masked binary/control/fragment payloads are unmasked while copied
         once, buffer -> bytes (-> message buffer, with a temporary, for a fragment); a text
         frame is unmasked in place, then decoded once, buffer -> str."""
-        frames: list = []
+        frames: List[Union[Frame, str, bytes]] = []
         self.all_bare = True
         self.more = False
         buf = self._buf
@@ -499,7 +507,7 @@ class FrameParser:
                 done = self._partial_done
                 self._partial_done = 0
                 end = at + length
-                key = bytes(view[at - 4:at]) if masked else None
+                key = bytes(view[at - 4:at]) if masked else b""  # used only when masked
 
                 if text:
                     # Text is unmasked in place (what an earlier read validated already is).
@@ -521,10 +529,12 @@ class FrameParser:
                         if self._utf8_state is None or (fin and self._utf8_state):
                             self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
                             break
+                    msg = self._msg
+                    assert msg is not None  # _message_start() made it
                     if masked:
-                        self._msg += _xor(view[at:end], key)
+                        msg += _xor(view[at:end], key)
                     else:
-                        self._msg += view[at:end]
+                        msg += view[at:end]
                     self._start = end
                     self.bytes_parsed += header_len + length
                     self.frames_parsed += 1
@@ -534,7 +544,7 @@ class FrameParser:
                 if opcode == OP_TEXT and fin and not compressed:
                     # A whole text message: decode once, which validates.
                     try:
-                        payload = str(view[at:end], "utf-8")
+                        payload: Union[str, bytes] = str(view[at:end], "utf-8")
                     except UnicodeDecodeError:
                         self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
                         break
@@ -556,9 +566,9 @@ class FrameParser:
                         # A fragment of a text message: fail on the fragment with bad bytes.
                         if done:
                             self._utf8_state = _utf8_feed(self._partial_utf8,
-                                                          memoryview(payload)[done:])
+                                                          memoryview(payload)[done:])  # type: ignore[arg-type]  # bytes here: str is a whole text frame
                         else:
-                            self._utf8_state = _utf8_feed(self._utf8_state, payload)
+                            self._utf8_state = _utf8_feed(self._utf8_state, payload)  # type: ignore[arg-type]  # bytes here: str is a whole text frame
                         if self._utf8_state is None or (fin and self._utf8_state):
                             self._fail(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
                             break
@@ -566,7 +576,7 @@ class FrameParser:
                         self._message_opcode = 0
                         self._message_size = 0
                 elif opcode == OP_CLOSE:
-                    close_code = _check_close_payload(payload)
+                    close_code = _check_close_payload(payload)  # type: ignore[arg-type]  # bytes here: str is a whole text frame
                     if close_code:
                         self._fail(close_code, "invalid close code" if close_code == 1002
                                    else "invalid UTF-8 in the close reason")
@@ -595,7 +605,7 @@ def _check_close_payload(payload: bytes) -> int:
     return 0
 
 
-def parse_close_payload(payload: bytes):
+def parse_close_payload(payload: bytes) -> Tuple[int, str]:
     """(code, reason) from a Close payload; (1005, "") for an empty one. Raises ProtocolError."""
     violation = _check_close_payload(payload)
     if violation == CLOSE_PROTOCOL_ERROR:
@@ -621,9 +631,11 @@ def build_close_payload(code: int = 1000, reason: str = "") -> bytes:
     return bytes(((code >> 8) & 0xFF, code & 0xFF)) + encoded
 
 
-def _mask_key(mask) -> Optional[bytes]:
-    if mask is None:
-        return None
+def _mask_key(mask: Optional[_Buffer]) -> Optional[bytes]:
+    return None if mask is None else _key_bytes(mask)
+
+
+def _key_bytes(mask: _Buffer) -> bytes:
     key = bytes(memoryview(mask))
     if len(key) != 4:
         raise ValueError("a mask key is 4 bytes")
@@ -645,13 +657,13 @@ def _header(opcode: int, length: int, fin: bool, rsv1: bool, key: Optional[bytes
 
 
 def build_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False,
-                 mask=None) -> bytes:
+                 mask: Optional[_Buffer] = None) -> bytes:
     """Only the header (2, 4 or 10 bytes, +4 with a mask), for writelines([header, payload])."""
     return _header(opcode, length, fin, rsv1, _mask_key(mask))
 
 
-def build_frame(opcode: int, payload, *, fin: bool = True, rsv1: bool = False,
-                mask=None) -> bytes:
+def build_frame(opcode: int, payload: Union[str, _Buffer], *, fin: bool = True, rsv1: bool = False,
+                mask: Optional[_Buffer] = None) -> bytes:
     """Header and payload in one bytes object (copies: the payload once, masked for a client
     frame through a temporary; a str is encoded first)."""
     key = _mask_key(mask)
@@ -669,27 +681,25 @@ def server_header(opcode: int, length: int) -> bytes:
     return _header(opcode, length, True, False, None)
 
 
-def server_frame(opcode: int, payload) -> bytes:
+def server_frame(opcode: int, payload: Union[str, bytes]) -> bytes:
     """build_frame() of an unmasked final frame (the bridge's send path)."""
-    if type(payload) is str:
-        payload = payload.encode("utf-8")
-    return _header(opcode, len(payload), True, False, None) + payload
+    data = payload.encode("utf-8") if isinstance(payload, str) else payload
+    return _header(opcode, len(data), True, False, None) + data
 
 
-def mask(data, key, offset: int = 0) -> bytes:
+def mask(data: _Buffer, key: _Buffer, offset: int = 0) -> bytes:
     """XOR `data` with the 4-byte `key` from key position `offset % 4`, out of place."""
-    key = _mask_key(key)
-    return _xor(memoryview(data).cast("B"), key, offset)
+    return _xor(memoryview(data).cast("B"), _key_bytes(key), offset)
 
 
-def mask_inplace(data, key, offset: int = 0) -> None:
+def mask_inplace(data: _Buffer, key: _Buffer, offset: int = 0) -> None:
     """XOR a writable buffer in place."""
-    key = _mask_key(key)
+    key_bytes = _key_bytes(key)
     view = memoryview(data)
     if view.readonly:
         raise BufferError("mask_inplace needs a writable buffer")
     view = view.cast("B")
-    view[:] = _xor(view, key, offset)
+    view[:] = _xor(view, key_bytes, offset)
 
 
 def mask_impl() -> str:
@@ -697,7 +707,7 @@ def mask_impl() -> str:
     return "python"
 
 
-def utf8_valid(data) -> bool:
+def utf8_valid(data: _Buffer) -> bool:
     """Exactly what data.decode("utf-8") (strict) accepts."""
     try:
         _utf8_decode(data, "strict", True)
@@ -711,10 +721,10 @@ class Utf8Validator:
 
     __slots__ = ("_state",)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._state: Optional[bytes] = _UTF8_ACCEPT
 
-    def feed(self, data) -> bool:
+    def feed(self, data: _Buffer) -> bool:
         """False as soon as the bytes so far cannot be a prefix of valid UTF-8."""
         self._state = _utf8_feed(self._state, data)
         return self._state is not None

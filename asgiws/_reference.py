@@ -389,7 +389,7 @@ class ReferenceParser:
         if length > self.max_size:
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "frame over max_size")
         if (opcode == Opcode.CONTINUATION
-                and self._message.size + self.frame_overhead + length > self.max_size):
+                and self._continued().size + self.frame_overhead + length > self.max_size):
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message over max_size")
 
         # Stages 3 and 4: masking key, payload so far (text is checked as it arrives), whole frame.
@@ -411,6 +411,11 @@ class ReferenceParser:
         self.bytes_parsed += position + length
         return frame
 
+    def _continued(self) -> _Message:
+        """The message a continuation frame continues (stage 1 refused one with none)."""
+        assert self._message is not None
+        return self._message
+
     def _check_partial_text(self, opcode: int, rsv1: bool, received: bytes) -> None:
         """Fail fast (§8.1): the received part of an uncompressed text frame must be a prefix of
         valid UTF-8, continuing the message so far, before the rest of the frame arrives.
@@ -420,8 +425,8 @@ class ReferenceParser:
         if self._partial is None:
             if opcode == Opcode.TEXT and not rsv1:
                 validator = Utf8Validator()
-            elif opcode == Opcode.CONTINUATION and self._message.utf8 is not None:
-                validator = copy.copy(self._message.utf8)
+            elif opcode == Opcode.CONTINUATION and (so_far := self._continued().utf8) is not None:
+                validator = copy.copy(so_far)
             else:
                 return
             self._partial = (validator, 0)
@@ -440,7 +445,7 @@ class ReferenceParser:
             return Frame(fin, rsv1, opcode, payload)
 
         if opcode == Opcode.CONTINUATION:
-            message = self._message
+            message = self._continued()
             message.size += self.frame_overhead + len(payload)
         else:
             compressed = rsv1

@@ -10,14 +10,14 @@ use it, and neither imports the other for it.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, FrozenSet, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 REDACTED = "[redacted]"
 
 
 def client_text(client: Optional[Tuple[str, int]]) -> str:
     """`127.0.0.1:51234`, or `-` when there is no peer address (a Unix socket)."""
-    return "%s:%d" % tuple(client[:2]) if client else "-"
+    return f"{client[0]}:{int(client[1])}" if client else "-"
 
 
 def redact_query(query_string: bytes, names: FrozenSet[str]) -> str:
@@ -41,7 +41,7 @@ def redact_query(query_string: bytes, names: FrozenSet[str]) -> str:
     return "&".join(parts) if changed else text
 
 
-def fields(scope: Any, query: str, status: int, duration: float, sent: int) -> dict:
+def fields(scope: Any, query: str, status: int, duration: float, sent: int) -> Dict[str, Any]:
     """The named fields every access record has (HTTP request or WebSocket session)."""
     return {
         "type": scope["type"],

@@ -10,8 +10,9 @@ the server logs it at startup.
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 NO_EXTENSIONS_ENV = "ASGIWS_NO_EXTENSIONS"
 
@@ -22,15 +23,20 @@ def extensions_disabled() -> bool:
 
 
 FALLBACK_REASON: Optional[str] = None
-if extensions_disabled():
+if TYPE_CHECKING:
+    # Type checkers see the compiled codec's interface (_codec.pyi), which both implement.
+    from . import _codec as implementation
+elif extensions_disabled():
     from . import _codec_py as implementation
 
     FALLBACK_REASON = f"{NO_EXTENSIONS_ENV}=1"
 else:
     try:
-        from . import _codec as implementation  # type: ignore[no-redef]
+        # Not `from . import _codec`: while asgiws/__init__ runs, its ImportError blames a
+        # circular import instead of saying that the module is not there.
+        implementation = importlib.import_module("asgiws._codec")
     except ImportError as exc:
-        from . import _codec_py as implementation  # type: ignore[no-redef]
+        from . import _codec_py as implementation
 
         FALLBACK_REASON = f"asgiws._codec: {exc}"
 

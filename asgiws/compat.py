@@ -17,7 +17,7 @@ tests/test_uvicorn_flags.py checks that table against uvicorn's own list (tests/
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from asgiws.config import SETTINGS_BY_NAME, ConfigError
 
@@ -40,19 +40,19 @@ REPEATABLE = {"header", "reload_dir", "reload_include", "reload_exclude"}
 PLAIN_VARIABLES = {"WEB_CONCURRENCY": "workers", "FORWARDED_ALLOW_IPS": "forwarded_allow_ips"}
 
 
-def settings_from_uvicorn_env(environ: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, Any], List[str]]:
+def settings_from_uvicorn_env(environ: Optional[Mapping[str, str]] = None) -> Tuple[Dict[str, Any], List[str]]:
     """Settings from uvicorn's environment variables, and warnings for those ignored.
 
     `UVICORN_*` wins over WEB_CONCURRENCY and FORWARDED_ALLOW_IPS, as in uvicorn; the caller lets
     `ASGIWS_*` and flags win over all of them. Raises ConfigError for a value that does not parse.
     """
-    environ = os.environ if environ is None else environ
+    variables = os.environ if environ is None else environ
     found: Dict[str, Any] = {}
     warnings: List[str] = []
     for variable, name in PLAIN_VARIABLES.items():
-        if variable in environ:
-            found[name] = _parse(variable, name, environ[variable])
-    for variable in sorted(environ):
+        if variable in variables:
+            found[name] = _parse(variable, name, variables[variable])
+    for variable in sorted(variables):
         if not variable.startswith("UVICORN_"):
             continue
         uvicorn_name = variable[len("UVICORN_"):].lower()
@@ -61,7 +61,7 @@ def settings_from_uvicorn_env(environ: Optional[Dict[str, str]] = None) -> Tuple
             flag = REFUSED_NAMES[uvicorn_name]
             warnings.append(f"ignoring {variable}: {flag}: {REFUSED[flag][1]}")
         elif name in SETTINGS_BY_NAME:
-            text = environ[variable]
+            text = variables[variable]
             if name in REPEATABLE:  # click splits a repeatable option's variable on whitespace
                 text = "\n".join(text.split())
             found[name] = _parse(variable, name, text)

@@ -20,8 +20,9 @@ import dataclasses
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from asgiws.headers import ResponseFields  # standard library only, like this module
 from asgiws.websocket.origin import OriginPolicy, origin_policy  # standard library only, like this module
@@ -590,6 +591,13 @@ class Config:
                 raise ConfigError(f"{entry.name}: {exc}") from None
         if sum(x is not None for x in (self.uds, self.fd)) > 1:
             raise ConfigError("uds and fd: give at most one of them")
+        # Windows has neither (nor uvloop; the loop is then asyncio): refuse here, in one line,
+        # rather than fail inside the server or the supervisor.
+        if self.uds is not None and not hasattr(socket, "AF_UNIX"):
+            raise ConfigError("uds: this platform has no Unix domain sockets; listen on TCP (--host/--port)")
+        if self.workers > 1 and not hasattr(os, "fork"):
+            raise ConfigError(f"workers: {self.workers} worker processes need os.fork, which this platform lacks; "
+                              "run one process per port behind a load balancer, or --workers 1")
         if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_keyfile_password or self.ssl_ca_certs
                                           or self.ssl_cert_reqs is not None or self.ssl_ciphers):  # fmt: skip
             raise ConfigError("ssl_keyfile, ssl_keyfile_password, ssl_ca_certs, ssl_cert_reqs and ssl_ciphers need ssl_certfile")
@@ -683,14 +691,14 @@ def parse_setting(entry: Setting, text: str) -> Any:
         raise ConfigError(f"{entry.name}: {exc}") from None
 
 
-def settings_from_env(environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Settings given as ASGIWS_* environment variables, parsed. Raises ConfigError."""
-    environ = os.environ if environ is None else environ
+    variables = os.environ if environ is None else environ
     found = {}
     for entry in SETTINGS:
-        if entry.env in environ:
+        if entry.env in variables:
             try:
-                found[entry.name] = entry.parse(environ[entry.env])
+                found[entry.name] = entry.parse(variables[entry.env])
             except ValueError as exc:
                 raise ConfigError(f"{entry.env}: {exc}") from None
     return found
@@ -703,9 +711,9 @@ IMPORT_TIME_ENV = {
 }
 
 
-def unknown_env_vars(environ: Optional[Dict[str, str]] = None) -> list:
+def unknown_env_vars(environ: Optional[Mapping[str, str]] = None) -> List[str]:
     """ASGIWS_* variables that match no setting: most likely typos, worth a warning."""
-    environ = os.environ if environ is None else environ
+    variables = os.environ if environ is None else environ
     known = {entry.env for entry in SETTINGS} | set(IMPORT_TIME_ENV)
-    return sorted(name for name in environ if name.startswith("ASGIWS_") and name not in known)
+    return sorted(name for name in variables if name.startswith("ASGIWS_") and name not in known)
 

@@ -37,14 +37,14 @@ class ResponseFields:
     """What the server adds to a response: `server`, `date`, and the --header fields."""
 
     def __init__(self, server: bool = True, date: bool = True, extra: Sequence[str] = ()) -> None:
-        pairs = []
+        pairs: List[Tuple[bytes, bytes]] = []
         for entry in extra:  # "Name: value", checked by the config
             name, _, value = entry.partition(":")
             pairs.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
         server_value: Optional[bytes] = SERVER_NAME if server else None
-        for name, value in pairs:
-            if name == b"server":  # --header "server: x" replaces ours, as uvicorn does it
-                server_value = value
+        for field, field_value in pairs:
+            if field == b"server":  # --header "server: x" replaces ours, as uvicorn does it
+                server_value = field_value
         self.extra: List[Tuple[bytes, bytes]] = [(n, v) for n, v in pairs if n != b"server"]
         self.date = date
         self.server: Optional[Tuple[bytes, bytes]] = None if server_value is None else (b"server", server_value)

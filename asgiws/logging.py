@@ -56,7 +56,7 @@ LEVEL_COLOURS = {
 }  # fmt: skip
 
 
-class _Handler(logging.StreamHandler):
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # StreamHandler is generic only in typeshed; subscripting it fails at run time
     """Marks the handlers this module installed, so a second call replaces rather than doubles."""
 
 
@@ -176,7 +176,7 @@ def read_log_config(path: str) -> Dict[str, Any]:
             raise ConfigError(f"log_config: {path} is not valid JSON: {exc}") from None
     else:
         try:
-            import yaml
+            import yaml  # type: ignore[import-untyped]  # PyYAML is optional; its stubs are a separate package
         except ImportError:
             raise ConfigError(
                 f"log_config: {path} is YAML, which needs PyYAML (pip install PyYAML); or give a .json file"

@@ -71,7 +71,7 @@ class Server:
         self.server_state.metrics = metrics
         self.exporter: Any = None  # asgiws.metrics.Exporter, when this server serves /metrics
         self.lifespan: Optional[Lifespan] = None
-        self.listeners: List[asyncio.AbstractServer] = []
+        self.listeners: List[asyncio.Server] = []
         self.started = False
         self.force_exit = False
         self._exit_requested: Optional[asyncio.Event] = None
@@ -161,7 +161,7 @@ class Server:
                 logger.warning("%s", warning)
         self.started = True
 
-    async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.AbstractServer:
+    async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.Server:
         config = self.config
         loop = asyncio.get_running_loop()
         lifespan_state = self.lifespan.state if self.lifespan is not None else {}
@@ -170,7 +170,7 @@ class Server:
             return HttpProtocol(config=config, server_state=self.server_state, app=app, app_state=lifespan_state)
 
         # listen(2) again with our backlog: a socket bound elsewhere (--fd, a supervisor) gets it too.
-        create = loop.create_unix_server if sock.family == socket.AF_UNIX else loop.create_server
+        create = loop.create_unix_server if is_unix_socket(sock) else loop.create_server
         return await create(protocol_factory, sock=sock, backlog=config.backlog, ssl=ssl_context, start_serving=False)
 
     @property
@@ -180,7 +180,7 @@ class Server:
         for listener in self.listeners:
             for sock in listener.sockets:
                 address = sock.getsockname()
-                found.append(address if sock.family == socket.AF_UNIX else tuple(address[:2]))
+                found.append(address if is_unix_socket(sock) else tuple(address[:2]))
         return found
 
     # -- running -----------------------------------------------------------------------------
@@ -237,6 +237,7 @@ class Server:
 
         recorder = metrics.Metrics()
         try:
+            assert self.config.metrics_port is not None, "called only with --metrics-port"
             sock = metrics.bind(self.config.metrics_host, self.config.metrics_port)
         except OSError as exc:
             where = f"{self.config.metrics_host}:{self.config.metrics_port}"
@@ -308,10 +309,15 @@ class Server:
                 signal.signal(sig, signal.SIG_DFL)
 
 
+def is_unix_socket(sock: socket.socket) -> bool:
+    # socket.AF_UNIX does not exist on every platform (Windows); there no socket is a Unix one.
+    return sock.family == getattr(socket, "AF_UNIX", None)
+
+
 def describe_socket(sock: socket.socket, tls: bool = False) -> str:
     """`http://127.0.0.1:8000`, `https://[::1]:8443`, or `unix socket /run/app.sock`."""
     address = sock.getsockname()
-    if sock.family == socket.AF_UNIX:
+    if is_unix_socket(sock):
         return f"unix socket {address}" + (" (TLS)" if tls else "")
     host, port = address[:2]
     scheme = "https" if tls else "http"
@@ -465,7 +471,7 @@ def _remove_stale_socket(path: str) -> None:
         probe.close()
 
 
-def run_event_loop(loop: asyncio.AbstractEventLoop, main: Coroutine) -> Any:
+def run_event_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, Any]) -> Any:
     """Run `main` to completion on `loop`, then close the loop (asyncio.run with a loop of our choosing)."""
     asyncio.set_event_loop(loop)
     try:

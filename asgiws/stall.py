@@ -14,13 +14,21 @@ Made on the first `pause_writing` of a connection, so an idle connection pays no
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Callable, Optional
 
+# The ioctl that reads a socket's send queue: SIOCOUTQ on Linux, which has TIOCOUTQ's number.
+# Elsewhere None, and the transport's buffer alone is watched: Windows has no fcntl; macOS and
+# the BSDs define TIOCOUTQ for terminals only (on a socket it fails with ENOTTY).
+_OUTQ: Optional[int] = None
 try:
     import fcntl
     import termios
-except ImportError:  # pragma: no cover - not a Unix: the transport's buffer alone
-    fcntl = termios = None  # type: ignore[assignment]
+except ImportError:  # pragma: no cover - not a Unix
+    pass
+else:
+    if sys.platform.startswith("linux"):
+        _OUTQ = getattr(termios, "TIOCOUTQ", None)
 
 
 def unsent_bytes(transport: asyncio.WriteTransport) -> int:
@@ -28,9 +36,9 @@ def unsent_bytes(transport: asyncio.WriteTransport) -> int:
     plus, on Linux, the kernel's send queue (SIOCOUTQ, the same ioctl number as TIOCOUTQ)."""
     unsent = transport.get_write_buffer_size()
     sock = transport.get_extra_info("socket")
-    if sock is not None and fcntl is not None:
+    if sock is not None and _OUTQ is not None:
         try:
-            unsent += int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"),
+            unsent += int.from_bytes(fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"),
                                      "little", signed=True)
         except (OSError, ValueError):
             pass  # not a TCP socket (a Unix socket, a closed one): the transport's buffer alone

@@ -16,7 +16,7 @@ class ServerState:
 
     def __init__(self) -> None:
         self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
-        self.tasks: Set[asyncio.Task] = set()  # app tasks, for graceful shutdown
+        self.tasks: Set[asyncio.Task[Any]] = set()  # app tasks, for graceful shutdown
         self._total_requests = 0
         # --limit-max-requests: called once, when the request that reaches the limit completes.
         self.request_limit: Optional[int] = None

@@ -31,7 +31,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Dict
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
@@ -55,7 +55,7 @@ class AsgiwsWorker(Worker):
             logger.handlers = list(gunicorn_logger.handlers)
             logger.setLevel(gunicorn_logger.level)
             logger.propagate = False
-        settings: dict = {
+        settings: Dict[str, Any] = {
             "app": self.wsgi,  # gunicorn imported it ("app:application"); for us it is ASGI
             "timeout_keep_alive": cfg.keepalive,
             "timeout_graceful_shutdown": max(0.0, cfg.graceful_timeout - 1.0),

@@ -7,15 +7,22 @@ asgiws.egg-info/SOURCES.txt lists.
 Building a wheel from it and testing that installed: tests/packaging/check_wheel.sh.
 """
 
+import os
+import queue
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
+from typing import Optional
 
 import pytest
+from websockets.sync.client import connect
 
 from asgiws import __version__
+from conftest import TIMEOUT, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +49,7 @@ def tracked_files(*folders: str) -> set:
 
 
 @pytest.fixture(scope="module")
-def sdist(tmp_path_factory) -> tarfile.TarFile:
+def sdist_path(tmp_path_factory) -> Path:
     pytest.importorskip("Cython", reason="making an sdist generates the C with Cython")
     source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("sdist")
     for name in tracked_files("."):
@@ -54,7 +61,12 @@ def sdist(tmp_path_factory) -> tarfile.TarFile:
     assert result.returncode == 0, result.stdout + result.stderr
     name = result.stdout.strip().splitlines()[-1]
     assert name == f"asgiws-{__version__}.tar.gz"
-    with tarfile.open(out / name) as archive:
+    return out / name
+
+
+@pytest.fixture(scope="module")
+def sdist(sdist_path) -> tarfile.TarFile:
+    with tarfile.open(sdist_path) as archive:
         yield archive
 
 
@@ -75,7 +87,7 @@ def test_sdist_ships_the_generated_c(sdist):
 
 def test_sdist_has_license_tests_and_docs(sdist):
     names = members(sdist)
-    assert "LICENSE" in names and "CHANGELOG.md" in names
+    assert {"LICENSE", "CHANGELOG.md", "asgiws/py.typed"} <= names
     missing = tracked_files("tests", "docs", "examples") - names  # the docs' recipes run the examples
     assert not missing, f"MANIFEST.in leaves out {sorted(missing)}"
     built = [name for name in names if name.endswith((".so", ".pyd", ".o", ".pyc"))]
@@ -87,3 +99,58 @@ def test_sdist_metadata(sdist):
     for line in (f"Version: {__version__}", "License-Expression: MIT", "License-File: LICENSE",
                  "Requires-Python: >=3.10", "Classifier: Programming Language :: Python :: 3.14"):
         assert line in pkg_info.splitlines(), line
+
+
+def test_every_test_file_is_in_exactly_one_tier():
+    """tests/tiers.py classifies each test file, so the core tier run on every Python (and on
+    each built wheel) gains a new file only on purpose, and loses none by a rename."""
+    from tiers import CORE, NOT_CORE
+
+    files = {path.name for path in (ROOT / "tests").glob("test_*.py")}
+    assert not CORE.keys() & NOT_CORE.keys(), sorted(CORE.keys() & NOT_CORE.keys())
+    assert files - CORE.keys() - NOT_CORE.keys() == set(), "classify in tests/tiers.py"
+    assert (CORE.keys() | NOT_CORE.keys()) - files == set(), "gone from tests/: remove from tests/tiers.py"
+
+
+def test_sdist_without_a_compiler_installs_the_fallback_which_serves_websocket(sdist_path, tmp_path):
+    """`pip install` of the sdist where compiling fails (CC=/bin/false) succeeds without the
+    extensions; the server then says so once at startup and serves a handshake and an echo on
+    the pure-Python codec and bridge.
+
+    Installed with --target and run with `python -S` from a directory with no asgiws/ in it:
+    with -S no .pth file runs, so an editable install of this checkout (its import hook finds
+    the built extensions) cannot stand in for the installed copy; this venv's site-packages
+    are on the path by hand, for the dependencies."""
+    target = tmp_path / "site"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASGIWS_")}
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
+                             "--target", str(target), str(sdist_path)],
+                            env=dict(env, CC="/bin/false"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed = {path.name for path in (target / "asgiws").rglob("*")}
+    assert "_codec_py.py" in installed and not [name for name in installed if name.endswith(".so")]
+
+    path = [str(target), *site.getsitepackages()]
+    run = f"import sys; sys.path[:0] = {path!r}; from asgiws.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-S", "-c", run, "asgiws.demo:app", "--port", "0"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+    def read_stderr() -> None:  # as conftest.spawn() does: lines for ServerProcess.wait_for_line
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    server = ServerProcess(proc, lines)
+    try:
+        port = server.wait_for_line(r"asgiws running on http://127.0.0.1:(\d+)").group(1)
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=TIMEOUT) as ws:
+            ws.send("no compiler here")
+            assert ws.recv(timeout=TIMEOUT) == "no compiler here"
+    finally:
+        server.signal()
+        server.wait()
+    text = server.text
+    assert text.count("asgiws: C extensions not available (asgiws._codec: No module named 'asgiws._codec')") == 1, text
+    assert "using the pure-Python WebSocket codec, several times slower" in text

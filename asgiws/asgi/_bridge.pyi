@@ -1,13 +1,8 @@
 # Type stubs for the compiled half of the ASGI WebSocket bridge (asgiws/asgi/_bridge.pyx).
 import asyncio
-import enum
 from typing import Any, Dict, List, Optional, Union
 
-class AppState(enum.Enum):
-    CONNECTING: str
-    DENIAL: str
-    CONNECTED: str
-    CLOSED: str
+from .app_state import AppState
 
 class WriteCoalescer:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...
@@ -16,7 +11,8 @@ class WriteCoalescer:
 def coalescer_for_loop(loop: asyncio.AbstractEventLoop) -> WriteCoalescer: ...
 
 class WebSocketBridge:
-    transport: Optional[asyncio.Transport]
+    # None only before connection_made(), when nothing that uses it can run yet.
+    transport: asyncio.Transport
     conn: Any  # asgiws.websocket.connection.Connection
     loop: asyncio.AbstractEventLoop
     state: AppState

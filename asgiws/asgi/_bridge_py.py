@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import weakref
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from .. import codec
 from . import ClientDisconnected
@@ -56,7 +57,7 @@ _server_frame = codec.server_frame
 _server_header = codec.server_header
 
 
-def _str_width_finder():
+def _str_width_finder() -> Callable[[str], int]:
     """A function giving the bytes per code point CPython stores a non-ASCII str with (1, 2
     or 4): its size less the header of a compact non-ASCII str, over its length + 1."""
     try:
@@ -75,7 +76,7 @@ def _str_width_finder():
 _str_width = _str_width_finder()
 
 
-def _queued_size(payload) -> int:
+def _queued_size(payload: Any) -> int:
     """Memory a queued message holds, for receive flow control: its bytes, or for a str its
     code points times their width, plus _MESSAGE_OVERHEAD. (The disconnect dict: 0.)"""
     kind = type(payload)
@@ -94,9 +95,9 @@ class WriteCoalescer:
 
     __slots__ = ("loop", "dirty", "scheduled", "flush_callback")
 
-    def __init__(self, loop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.dirty = []
+        self.dirty: List[WebSocketBridge] = []
         self.scheduled = False
         self.flush_callback = self.flush
 
@@ -114,10 +115,10 @@ class WriteCoalescer:
             bridge._flush_now()
 
 
-_coalescers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_coalescers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer]" = weakref.WeakKeyDictionary()
 
 
-def coalescer_for_loop(loop) -> WriteCoalescer:
+def coalescer_for_loop(loop: asyncio.AbstractEventLoop) -> WriteCoalescer:
     coalescer = _coalescers.get(loop)
     if coalescer is None:
         coalescer = _coalescers[loop] = WriteCoalescer(loop)
@@ -143,13 +144,21 @@ class WebSocketBridge:
         "messages_in", "messages_out", "bytes_out",
     )
 
-    def __init__(self, config):
+    if TYPE_CHECKING:  # defined by the subclass, asgiws.asgi.websocket.WebSocketProtocol
+        def _control(self, event: Any) -> None: ...
+        def _fail_after_queue(self) -> None: ...
+        def _send_failure(self) -> None: ...
+        def _transition(self, message_type: str) -> None: ...
+
+    def __init__(self, config: Any) -> None:
         self.loop = asyncio.get_event_loop()
-        self.transport = None
-        self._conn = None
-        self._parser = None
+        # Any, as in the .pyx (`object`): an asyncio transport, the sans-I/O Connection and
+        # its FrameParser, each None until the handshake sets them.
+        self.transport: Any = None
+        self._conn: Any = None
+        self._parser: Any = None
         self.state = AppState.CONNECTING
-        self._queue = []
+        self._queue: List[Any] = []  # str, bytes, or the websocket.disconnect dict
         self._queue_head = 0
         self.queued_bytes = 0
         self.read_high_water = config.ws_read_high_water
@@ -159,27 +168,27 @@ class WebSocketBridge:
         self._turn_cost = 0
         self._turn_scheduled = False
         self._conn_more = False
-        self._waiter = None
-        self._more_waiters = None
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._more_waiters: Optional[List[asyncio.Future[None]]] = None
         self.connect_delivered = False
         self.disconnect_queued = False
         self.disconnect_delivered = False
         self.failure_pending = False
-        self.pong_timer = None
-        self._out = []
+        self.pong_timer: Optional[asyncio.TimerHandle] = None
+        self._out: List[Union[bytes, memoryview]] = []
         self.out_bytes = 0
         self.write_high_water = config.ws_high_water
         self._coalescer = coalescer_for_loop(self.loop)
         self.write_paused = False
-        self._drain_waiters = None
+        self._drain_waiters: Optional[List[asyncio.Future[None]]] = None
         self.messages_in = self.messages_out = self.bytes_out = 0
 
     @property
-    def conn(self):
+    def conn(self) -> Any:
         return self._conn
 
     @conn.setter
-    def conn(self, conn):
+    def conn(self, conn: Any) -> None:
         self._conn = conn
         self._parser = conn.parser if conn is not None else None
         if self._parser is not None:
@@ -192,7 +201,7 @@ class WebSocketBridge:
 
     # -- asyncio.BufferedProtocol: frames in -----------------------------------------------
 
-    def get_buffer(self, sizehint: int):
+    def get_buffer(self, sizehint: int) -> Any:  # the parser's memoryview
         return self._parser.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -204,12 +213,12 @@ class WebSocketBridge:
         frames_before = self._parser.frames_parsed
         self._parsed(self._parser.feed(nbytes), nbytes, frames_before)
 
-    def receive_data(self, data) -> None:
+    def receive_data(self, data: bytes) -> None:
         """Frames that arrived outside get_buffer() (pipelined behind the HTTP request)."""
         frames_before = self._parser.frames_parsed
         self._parsed(self._parser.feed_data(data), len(data), frames_before)
 
-    def _parsed(self, frames: list, nbytes: int, frames_before: int) -> None:
+    def _parsed(self, frames: List[Any], nbytes: int, frames_before: int) -> None:
         """What one parse returned: queued as it is (the hot path) or handled by the connection;
         the work charged to this turn — the bytes, _FRAME_COST per frame parsed and _EVENT_COST
         per item handled in Python."""
@@ -289,7 +298,7 @@ class WebSocketBridge:
         else:
             self.transport.resume_reading()
 
-    def _queue_messages(self, messages: list) -> None:
+    def _queue_messages(self, messages: List[Union[str, bytes]]) -> None:
         queued = self.queued_bytes
         for payload in messages:
             queued += _queued_size(payload)
@@ -298,7 +307,7 @@ class WebSocketBridge:
         self.messages_in += len(messages)
         self._after_queue()
 
-    def _deliver(self, events: list) -> None:
+    def _deliver(self, events: List[Any]) -> None:
         """Events from the connection's slow path: messages, Close, Pong, and what it owes the
         peer (Pongs, written inline)."""
         delivered = 0
@@ -362,7 +371,7 @@ class WebSocketBridge:
 
     # -- the app's receive -----------------------------------------------------------------
 
-    async def receive(self):
+    async def receive(self) -> Dict[str, Any]:
         if not self.connect_delivered:
             self.connect_delivered = True
             return {"type": "websocket.connect"}
@@ -387,7 +396,7 @@ class WebSocketBridge:
                     self._waiter = None
         return self._pop()
 
-    def _pop(self):
+    def _pop(self) -> Dict[str, Any]:
         """The oldest queued message as its ASGI event; resumes reading below the low-water
         mark."""
         queue = self._queue
@@ -417,7 +426,7 @@ class WebSocketBridge:
 
     # -- the app's send --------------------------------------------------------------------
 
-    async def send(self, message):
+    async def send(self, message: Dict[str, Any]) -> None:
         event = message if type(message) is dict else dict(message)
         message_type = event["type"]
         if self.state is _CONNECTED and message_type == _SEND:
@@ -429,7 +438,7 @@ class WebSocketBridge:
         handler = getattr(self, "_on_" + message_type.replace(".", "_"))
         await handler(message)
 
-    def _send_message(self, message: dict) -> None:
+    def _send_message(self, message: Dict[str, Any]) -> None:
         """websocket.send: one frame, queued for this loop iteration's write."""
         data = message.get("text")
         if data is None:
@@ -454,11 +463,11 @@ class WebSocketBridge:
         else:
             self._write_frame(_server_frame(opcode, data))  # copy: header and payload joined
 
-    def _write(self, frame) -> None:
+    def _write(self, frame: Union[bytes, memoryview]) -> None:
         """Queue a frame (bytes) for this loop iteration's write."""
         self._write_frame(frame)
 
-    def _write_frame(self, frame) -> None:
+    def _write_frame(self, frame: Union[bytes, memoryview]) -> None:
         # Flush at once past the high-water mark, so the transport's backpressure
         # (pause_writing) sees it.
         if not self._out:
@@ -495,10 +504,10 @@ class WebSocketBridge:
         self._drain_waiters.append(waiter)
         await waiter
 
-    def _fail_drain_waiters(self, exc) -> None:
+    def _fail_drain_waiters(self, exc: BaseException) -> None:
         self._release_drain_waiters(exc)
 
-    def _release_drain_waiters(self, exc) -> None:
+    def _release_drain_waiters(self, exc: Optional[BaseException]) -> None:
         """Wake every send() waiting for the transport to drain; with `exc`, raise it there."""
         waiters = self._drain_waiters
         self._drain_waiters = None

@@ -7,7 +7,7 @@ import inspect
 import logging
 import os
 import sys
-from typing import Any, Callable, Union
+from typing import Any, Callable, Dict, Union
 
 ASGIApp = Callable[..., Any]
 
@@ -37,7 +37,8 @@ def load_app(app: Union[str, ASGIApp, None], *, factory: bool = False, app_dir: 
         if app_dir not in sys.path:
             sys.path.insert(0, app_dir)
         name = app
-        app = import_from_string(app)
+        loaded: ASGIApp = import_from_string(app)
+        app = loaded
     else:
         name = getattr(app, "__qualname__", repr(app))
 
@@ -126,7 +127,7 @@ class ASGI2App:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         instance = self.app(scope)
         await instance(receive, send)
 

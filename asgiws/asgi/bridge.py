@@ -6,20 +6,23 @@ codec and `ASGIWS_NO_EXTENSIONS`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .. import codec
 
 _BRIDGE_MISSING: Optional[str] = None
-if codec.COMPILED:
+if TYPE_CHECKING:
+    # Type checkers see the compiled bridge's interface (_bridge.pyi), which both implement.
+    from ._bridge import WebSocketBridge, coalescer_for_loop
+elif codec.COMPILED:
     try:
         from ._bridge import WebSocketBridge, coalescer_for_loop
     except ImportError as exc:
-        from ._bridge_py import WebSocketBridge, coalescer_for_loop  # type: ignore[assignment]
+        from ._bridge_py import WebSocketBridge, coalescer_for_loop
 
         _BRIDGE_MISSING = f"asgiws.asgi._bridge: {exc}"
 else:
-    from ._bridge_py import WebSocketBridge, coalescer_for_loop  # type: ignore[assignment]
+    from ._bridge_py import WebSocketBridge, coalescer_for_loop
 
 COMPILED = codec.COMPILED and _BRIDGE_MISSING is None
 

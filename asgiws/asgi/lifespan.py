@@ -53,14 +53,14 @@ class LifespanFailure(Exception):
 
 
 class Lifespan:
-    def __init__(self, app: Callable, mode: str = "auto") -> None:
+    def __init__(self, app: Callable[..., Any], mode: str = "auto") -> None:
         self.app = app
         self.mode = mode
         self.phase = LifespanPhase.IDLE
         self.state: Dict[str, Any] = {}  # the lifespan scope's "state"; requests get shallow copies
-        self._receive_queue: "asyncio.Queue[dict]" = asyncio.Queue()
+        self._receive_queue: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
         self._answered = asyncio.Event()  # set when the app answers, or its task ends
-        self._task: Optional[asyncio.Task] = None
+        self._task: Optional[asyncio.Task[None]] = None
         self._failure_message = ""
 
     async def startup(self) -> None:
@@ -147,11 +147,11 @@ class Lifespan:
         elif exc is not None and not isinstance(exc, UnexpectedMessage):
             logger.error("Exception in ASGI lifespan.", exc_info=exc)
 
-    async def _receive(self) -> dict:
+    async def _receive(self) -> Dict[str, Any]:
         return await self._receive_queue.get()
 
-    async def _send(self, message: dict) -> None:
-        message_type = message.get("type")
+    async def _send(self, message: Dict[str, Any]) -> None:
+        message_type = str(message.get("type"))
         try:
             self.phase = TRANSITIONS[(self.phase, message_type)]
         except KeyError:

@@ -27,7 +27,7 @@ import contextvars
 import logging
 import time
 import weakref
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 from ..websocket.connection import (
     CloseCode,
@@ -147,7 +147,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "subprotocol",
     )
 
-    def __init__(self, config, server_state, app, app_state: Optional[dict] = None):
+    def __init__(self, config: Any, server_state: Any, app: Callable[..., Any],
+                 app_state: Optional[Dict[str, Any]] = None) -> None:
         WebSocketBridge.__init__(self, config)
         self.config = config
         self.server_state = server_state
@@ -166,7 +167,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.started = time.monotonic()
         self.status = 0
         self.closed_by = ""
-        self.app_task: Optional[asyncio.Task] = None
+        self.app_task: Optional[asyncio.Task[None]] = None
 
     # -- the handshake ------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
 
     # -- asyncio.BufferedProtocol --------------------------------------------------------------
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         # The peer sent FIN (without a Close frame first, or after ours): there is nothing more
         # to read, and we close our side in the loop's ConnectionEnds; connection_lost follows.
         connection_ends(self.loop).add(self._close_after_eof)
@@ -298,7 +299,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
 
     # -- frames in → events for the app --------------------------------------------------------
 
-    def _control(self, event) -> None:
+    def _control(self, event: Any) -> None:
         if type(event) is CloseReceived:
             self._close_received(event)
         elif type(event) is Pong:
@@ -535,14 +536,14 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
 
     # -- plain HTTP responses (refusals) ------------------------------------------------------
 
-    def _http_head(self, status: int, headers) -> bytes:
+    def _http_head(self, status: int, headers: Sequence[Tuple[bytes, bytes]]) -> bytes:
         lines = [b"HTTP/1.1 %d %s" % (status, _STATUS_PHRASES.get(status, b""))]
         lines.extend(name + b": " + value for name, value in headers)
         lines.extend(name + b": " + value for name, value in self.config.response_fields.fields_for(headers))
         lines.append(b"connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    def _http_response(self, status: int, headers, body: bytes) -> None:
+    def _http_response(self, status: int, headers: Iterable[Tuple[bytes, bytes]], body: bytes) -> None:
         """A complete HTTP response, then close: a refused or failed handshake."""
         self.status = status
         self.closed_by = "server"

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict
 PAGE = (Path(__file__).parent / "index.html").read_text(encoding="utf-8")
 
 
-async def app(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+async def app(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     kind = scope["type"]
     if kind == "lifespan":
         await lifespan(scope, receive, send)
@@ -26,7 +26,7 @@ async def app(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
         await http_page(scope, receive, send)
 
 
-async def lifespan(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+async def lifespan(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -37,7 +37,7 @@ async def lifespan(scope: Dict[str, Any], receive: Callable, send: Callable) -> 
             return
 
 
-async def websocket_echo(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+async def websocket_echo(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     if scope["path"] != "/ws":
         await send({"type": "websocket.close", "code": 1008, "reason": "try /ws"})  # before accept: HTTP 403
         return
@@ -53,7 +53,7 @@ async def websocket_echo(scope: Dict[str, Any], receive: Callable, send: Callabl
             await send({"type": "websocket.send", "bytes": message["bytes"]})
 
 
-async def http_page(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+async def http_page(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     path = scope["path"][len(scope.get("root_path", "")):] or "/"
     if path == "/" and scope["method"] in ("GET", "HEAD"):
         started = scope.get("state", {}).get("started_at")
@@ -66,7 +66,7 @@ async def http_page(scope: Dict[str, Any], receive: Callable, send: Callable) ->
         await respond(send, 404, b"Not Found\n", b"text/plain; charset=utf-8")
 
 
-async def respond(send: Callable, status: int, body: bytes, content_type: bytes, headers: Any = ()) -> None:
+async def respond(send: Callable[..., Any], status: int, body: bytes, content_type: bytes, headers: Any = ()) -> None:
     await send({
         "type": "http.response.start",
         "status": status,

@@ -179,7 +179,7 @@ class RequestCycle:
 
     # -- the app call ------------------------------------------------------------------------
 
-    async def run_asgi(self, app: Callable) -> None:
+    async def run_asgi(self, app: Callable[..., Any]) -> None:
         try:
             result = await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -475,7 +475,7 @@ class RequestCycle:
             self.transport.write(b"".join(lines))
 
 
-async def service_unavailable(scope: Dict[str, Any], receive: Callable, send: Callable) -> None:
+async def service_unavailable(scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     """The app that answers when --limit-concurrency is reached."""
     body = b"Service Unavailable"
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]

@@ -62,7 +62,7 @@ class FileSender:
         self.remaining = count
         self.on_stall = on_stall
         self.stall_timeout = stall_timeout
-        self._waiter: Optional[asyncio.Future] = None  # run() waits on it; set by a step or abort()
+        self._waiter: Optional[asyncio.Future[None]] = None  # run() waits on it; set by a step or abort()
         self._error: Optional[BaseException] = None
         self._stall: Optional[WriteStallWatch] = None  # --timeout-write-stall, while waiting for the socket
         self._sock_fd = -1  # our duplicate of the socket's descriptor, while sendfile runs

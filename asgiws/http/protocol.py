@@ -121,7 +121,7 @@ HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"exp
 # What `scope["extensions"]` offers (asgiref docs/extensions.rst; each request gets a copy):
 # pathsend and trailers always, early hints with --early-hints to HTTP/1.1 requests only (RFC 9110
 # §15.2: no 1xx to an HTTP/1.0 client), `tls` on TLS connections (asgiws.http.tls).
-EXTENSIONS = {"http.response.pathsend": {}, "http.response.trailers": {}}
+EXTENSIONS: Dict[str, Dict[str, Any]] = {"http.response.pathsend": {}, "http.response.trailers": {}}
 EXTENSIONS_EARLY_HINTS = {**EXTENSIONS, "http.response.early_hint": {}}
 
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
@@ -147,7 +147,7 @@ class HttpProtocol(asyncio.Protocol):
         self,
         config: Config,
         server_state: ServerState,
-        app: Callable,
+        app: Callable[..., Any],
         app_state: Dict[str, Any],
     ) -> None:
         self.config = config
@@ -156,6 +156,7 @@ class HttpProtocol(asyncio.Protocol):
         self.app_state = app_state  # the lifespan state; each request scope gets a shallow copy
         self.loop = asyncio.get_event_loop()
         self.parser = self._new_parser()
+        # None until connection_made(); nothing that writes runs before it.
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._root_path = config.root_path
         self._raw_root_path = urllib.parse.quote(config.root_path).encode("ascii")
@@ -184,7 +185,7 @@ class HttpProtocol(asyncio.Protocol):
         self._from_proxy = False  # the peer is in --forwarded-allow-ips: read its proxy headers
         self._active: Optional[RequestCycle] = None  # the request whose app runs / response is in flight
         self._parsing: Optional[RequestCycle] = None  # the request whose body is still arriving
-        self._pipeline: Deque[Tuple[RequestCycle, Callable]] = deque()  # parsed, waiting for _active
+        self._pipeline: Deque[Tuple[RequestCycle, Callable[..., Any]]] = deque()  # parsed, waiting for _active
         self._pipeline_bytes = 0  # their queued_bytes; bound: PIPELINE_HIGH_WATER (+ one slice)
         # Read but not parsed yet: the rest of one read (a view of it, so at most one read, 256 KiB
         # with uvloop) while a bound stops parsing or the budget has run out; reading is paused
@@ -242,12 +243,12 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream server's BaseTransport is a Transport
         self.server_state.connections.add(self)
         if self._metrics is not None:
             self._metrics.connection_opened("http")
         self._server = _address(transport.get_extra_info("sockname"), unix_path=True)
-        self._client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]
+        self._client = _address(transport.get_extra_info("peername"))  # type: ignore[assignment]  # TCP peer: (host, port); else None
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
             ssl_object = transport.get_extra_info("ssl_object")
@@ -619,13 +620,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def _upgrade_to_websocket(self, leftover: bytes) -> None:
         scope, self._upgrade_scope = self._upgrade_scope, None
+        assert scope is not None, "on_headers_complete saw the upgrade"
         self._stopped = True
         if self._active is None and not self._pipeline and not self.write_paused:
-            self._hand_off(scope, leftover)  # type: ignore[arg-type]
+            self._hand_off(scope, leftover)
         else:
             # Responses go out in order, and the WebSocket protocol starts with the write buffer
             # under its mark: switch once the responses before this one are out and drained.
-            self._deferred_upgrade = (scope, leftover)  # type: ignore[assignment]
+            self._deferred_upgrade = (scope, leftover)
             self._update_reading()
 
     def _scope(self, method: str, http_version: str) -> Dict[str, Any]:
@@ -646,8 +648,8 @@ class HttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = urllib.parse.unquote(path)
         client, scheme, headers = self._client, self._scheme, self._headers
-        if self._proxy_headers_seen:  # only a peer in --forwarded-allow-ips sets it
-            client, scheme, headers = apply_proxy_headers(client, scheme, headers, self._trusted)  # type: ignore[arg-type]
+        if self._proxy_headers_seen and self._trusted is not None:  # only a peer in --forwarded-allow-ips sets it
+            client, scheme, headers = apply_proxy_headers(client, scheme, headers, self._trusted)
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.5"},
@@ -669,7 +671,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- moving between requests -------------------------------------------------------------
 
-    def _start_cycle(self, cycle: RequestCycle, app: Callable) -> None:
+    def _start_cycle(self, cycle: RequestCycle, app: Callable[..., Any]) -> None:
         self._active = cycle
         if self._reset_contextvars:  # the task copies the context it is created in: an empty one
             task = contextvars.Context().run(self.loop.create_task, cycle.run_asgi(app))

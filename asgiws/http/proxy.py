@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -225,10 +225,10 @@ def _same_hop(values: List[str], hop: int) -> Optional[str]:
     return values[-hop] if hop <= len(values) else values[0]
 
 
-def _parse_element(element: str) -> dict:
+def _parse_element(element: str) -> Dict[str, Any]:
     """One RFC 7239 forwarded-element, `for=1.2.3.4;proto=https;host="a:8"`, → its pairs
     (lower-cased names, unquoted values). A malformed pair is skipped."""
-    pairs = {}
+    pairs: Dict[str, Any] = {}
     for pair in _split_unquoted(element, ";"):
         name, equals, value = pair.partition("=")
         if not equals:

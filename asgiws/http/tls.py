@@ -46,7 +46,7 @@ def tls_extension(ssl_object: Any, certfile: Optional[str]) -> Dict[str, Any]:
         getter = getattr(ssl_object, "get_unverified_chain", None)  # Python 3.13+
         if getter is not None:
             for cert in getter() or ():
-                der = cert if isinstance(cert, bytes) else cert.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                der = cert if isinstance(cert, bytes) else cert.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]  # the encoding constant is only in the private module
                 if der != leaf:  # OpenSSL leaves the leaf out of a server's peer chain; some builds do not
                     chain.append(ssl.DER_cert_to_PEM_cert(der))
         subject = (ssl_object.getpeercert() or {}).get("subject")

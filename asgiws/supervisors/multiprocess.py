@@ -101,7 +101,7 @@ HEALTH_INTERVAL = 1.0
 # supervisor's own, and which a terminal's hangup sends to the whole process group. (Looked up
 # with getattr: where there is no SIGUSR1 there is no fork and no supervisor, but this module
 # must still import.)
-RESTART_SIGNAL = getattr(signal, "SIGUSR1", None)
+RESTART_SIGNAL: int = getattr(signal, "SIGUSR1", 0)  # 0: no such signal (and no worker to send it to)
 
 
 class Phase(enum.Enum):
@@ -195,7 +195,9 @@ class Supervisor:
         return longest
 
     def _health_interval(self) -> float:
-        return min(HEALTH_INTERVAL, self.config.timeout_worker_healthcheck / 4)
+        timeout = self.config.timeout_worker_healthcheck
+        assert timeout is not None, "called only with a health check"
+        return min(HEALTH_INTERVAL, timeout / 4)
 
     def _wait_for_events(self, timeout: float) -> None:
         """Sleep until a signal arrives, a worker reports ready, or `timeout`; handle what came."""
@@ -283,7 +285,7 @@ class Supervisor:
                 self._in_child()
                 if self.metrics_socket is not None:  # the exporter's
                     self.metrics_socket.close()
-                if health_r is not None:
+                if health_r is not None and health_w is not None:
                     os.close(health_r)
                     _start_health_thread(health_w, self._health_interval())
                 status = run_worker(self.config, self.sockets, ready_w)
@@ -425,6 +427,7 @@ class Supervisor:
         os.environ[metrics.MULTIPROC_ENV] = self.metrics_dir
         metrics.check_available()  # the caller's cleanup (_close_sockets) removes the directory
         try:
+            assert self.config.metrics_port is not None, "called only with --metrics-port"
             self.metrics_socket = metrics.bind(self.config.metrics_host, self.config.metrics_port)
         except OSError as exc:
             where = f"{self.config.metrics_host}:{self.config.metrics_port}"

@@ -91,7 +91,7 @@ class ChildState(enum.Enum):
 class ServerProcess:
     """The reloader's view of one server process."""
 
-    def __init__(self, process: subprocess.Popen, ready_fd: int, changes: Optional[List[Path]]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], ready_fd: int, changes: Optional[List[Path]]) -> None:
         self.process = process
         self.pid = process.pid
         self.ready_fd: Optional[int] = ready_fd  # read end of the readiness pipe, until it reports
@@ -211,7 +211,7 @@ class ReloadSupervisor:
         # -B: no bytecode files. One records its source's modification time in whole seconds, so
         # an edit in the same second as the previous process's import that keeps the file's size
         # would make the next process load the old code from it.
-        argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-B", "-c", CHILD_COMMAND,
+        argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-B", "-c", CHILD_COMMAND,  # type: ignore[attr-defined]  # private; multiprocessing uses it the same way
                 str(settings_r), str(ready_w), *map(str, socket_fds)]  # fmt: skip
         try:
             process = subprocess.Popen(argv, pass_fds=(settings_r, ready_w, *socket_fds))

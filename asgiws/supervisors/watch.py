@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from pathlib import Path, PurePath
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger("asgiws.error")
 
@@ -146,7 +146,7 @@ class WatchfilesWatcher(_WatcherThread):
 
     name = "watchfiles"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         import watchfiles  # noqa: F401 - fail here, in the supervisor, rather than in the thread
 
         super().__init__(*args, **kwargs)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import os
 import zlib
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from .. import codec as _codec
 from ..codec import FrameParser, build_close_payload, build_frame, parse_close_payload
@@ -43,7 +43,7 @@ OP_PONG = _codec.OP_PONG
 
 # An empty `outgoing` / `_pending`: shared and immutable, so an idle connection holds no list
 # of its own (one object less per connection for the garbage collector to walk).
-_NOTHING: tuple = ()
+_NOTHING: Tuple[()] = ()
 
 # What one receive()/resume() call inflates at most: about a millisecond of zlib (a deflate bomb
 # reaches max_size in steps, a loop turn each when driven by the ASGI bridge).
@@ -81,7 +81,7 @@ class CloseReceived:
         self.code = code
         self.reason = reason
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"CloseReceived({self.code}, {self.reason!r})"
 
 
@@ -162,7 +162,7 @@ class Connection:
                 return events
         return self._handle_frames(frames, events)
 
-    def _handle(self, frames) -> List[Event]:
+    def _handle(self, frames: List[Any]) -> List[Event]:  # Frame objects, or bare messages (str, bytes)
         parser = self.parser
         if parser.all_bare and parser.error is None and self.state is State.OPEN \
                 and not self.more:
@@ -175,7 +175,7 @@ class Connection:
         self._inflate_left = self.inflate_step
         return self._handle_frames(frames, [])
 
-    def _handle_frames(self, frames, events: List[Event]) -> List[Event]:
+    def _handle_frames(self, frames: Sequence[Any], events: List[Event]) -> List[Event]:
         if self.state is State.CLOSED or self.failure is not None:
             return events
         for index, frame in enumerate(frames):
@@ -209,7 +209,7 @@ class Connection:
             self.fail(error.code, error.reason)
         return events
 
-    def _data_frame(self, frame) -> Optional[Union[str, bytes]]:
+    def _data_frame(self, frame: Any) -> Optional[Union[str, bytes]]:
         """A frame of a compressed message (the parser assembles uncompressed ones): start
         inflating it; return the message a final frame completes."""
         if frame.opcode != OP_CONTINUATION:
@@ -219,6 +219,7 @@ class Connection:
             self._inflated_utf8 = None
         else:
             self._inflated_size += self.frame_overhead
+        assert self.deflate is not None, "RSV1 is accepted only with permessage-deflate negotiated"
         self.deflate.feed(frame.payload, frame.fin)
         self._inflating = True
         self._inflating_fin = frame.fin
@@ -228,6 +229,7 @@ class Connection:
         """Inflate the current frame, at most `_inflate_left` bytes in this call (the frame stays
         `_inflating` if they run out); return the message its end completes, if it is final."""
         deflate = self.deflate
+        assert deflate is not None, "inflating only with permessage-deflate negotiated"
         text = self._inflated_opcode == OP_TEXT
         while True:
             room = self.max_size - self._inflated_size
@@ -269,7 +271,7 @@ class Connection:
             return None
         message, self._inflated = self._inflated, None
         if text:
-            if not self._inflated_utf8.final():
+            if self._inflated_utf8 is not None and not self._inflated_utf8.final():
                 self.fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message")
                 return None
             return message.decode("utf-8")  # copy: decode once (validated above)
@@ -303,7 +305,7 @@ class Connection:
             raise ConnectionClosedError(self.state)
         opcode = OP_TEXT if type(data) is str else OP_BINARY
         if self.deflate is not None:
-            raw = data.encode("utf-8") if opcode == OP_TEXT else data
+            raw = data.encode("utf-8") if isinstance(data, str) else data
             return build_frame(opcode, self.deflate.compress(raw), rsv1=True)
         return build_frame(opcode, data)
 

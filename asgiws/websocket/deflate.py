@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 EXTENSION_NAME = "permessage-deflate"
 _EMPTY_BLOCK = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: the tail every sync flush ends with
@@ -77,7 +77,7 @@ def _window_bits(value: Optional[str]) -> Optional[int]:
     return bits if 8 <= bits <= 15 else None
 
 
-def _accept_offer(params, settings: DeflateSettings) -> Optional[Tuple[DeflateParameters, bytes]]:
+def _accept_offer(params: Sequence[Tuple[str, Optional[str]]], settings: DeflateSettings) -> Optional[Tuple[DeflateParameters, bytes]]:
     seen = set()
     server_no_context_takeover = False
     client_no_context_takeover = False
@@ -137,7 +137,7 @@ class PerMessageDeflate:
         self._input = b""
         self._input_fin = False
 
-    def _new_compressor(self):
+    def _new_compressor(self) -> "zlib._Compress":
         return zlib.compressobj(self.settings.compress_level, zlib.DEFLATED,
                                 -self.params.server_max_window_bits, self.settings.mem_level)
 

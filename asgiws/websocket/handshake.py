@@ -43,7 +43,7 @@ def accept_key(key: bytes) -> bytes:
 
 def header_tokens(headers: Headers, name: bytes) -> List[bytes]:
     """All comma-separated tokens of every `name` header, stripped and lowercased."""
-    tokens = []
+    tokens: List[bytes] = []
     for key, value in headers:
         if key.lower() == name:
             tokens.extend(t.strip().lower() for t in value.split(b",") if t.strip())
@@ -108,7 +108,7 @@ def parse_extensions(values: Iterable[bytes]) -> List[Tuple[str, List[Tuple[str,
             parts = [p.strip() for p in _split_outside_quotes(offer, ";")]
             if not parts or not parts[0] or not _is_token(parts[0]):
                 raise ValueError(f"bad extension {offer!r}")
-            params = []
+            params: List[Tuple[str, Optional[str]]] = []
             for part in parts[1:]:
                 name, eq, param_value = part.partition("=")
                 name = name.strip()
@@ -136,7 +136,9 @@ def _is_token(text: str) -> bool:
 
 
 def _split_outside_quotes(text: str, sep: str) -> List[str]:
-    parts, current, quoted = [], [], False
+    parts: List[str] = []
+    current: List[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a wheel on this machine, make it a manylinux wheel with auditwheel, install it in a fresh
-# virtualenv whose PATH has no C compiler, and run the codec and WebSocket tests against it.
+# virtualenv whose PATH has no C compiler, and run the core tier of tests (tests/tiers.py) against it.
 #
 #     bash tests/packaging/check_wheel.sh [PYTHON]
 #
@@ -35,6 +35,6 @@ if "${nocc[@]}" sh -c 'command -v cc || command -v gcc || command -v clang'; the
 fi
 "${nocc[@]}" pip install --quiet "$wheel[test]"
 
-echo "== the codec and WebSocket tests, against the installed wheel"
+echo "== the core tier (codec, sans-I/O, HTTP, WebSocket), against the installed wheel"
 cd "$work/run"
 "${nocc[@]}" python tests/packaging/installed.py ${PYTEST_ARGS:--n 2}
