@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from asgiws.config import Config, IMPORT_TIME_ENV
-from conftest import ROOT, TIMEOUT, spawn
+from conftest import ROOT, TIMEOUT, free_port, spawn
 from test_redis_fanout import SCALING_COMMANDS, needs_redis, redis_server, split_command
 
 PAGES = [
@@ -41,6 +41,7 @@ PAGES = [
     "docs/kubernetes.md",
     "docs/troubleshooting.md",
     "examples/chat/README.md",
+    "docs/observability.md",
 ]
 CHAT = ROOT / "examples" / "chat"
 CHANNELS = ROOT / "examples" / "channels"
@@ -54,6 +55,9 @@ RECIPES = {
                    "asgiws app:app --app-dir examples/chat --workers 4 --ws-allowed-origins same-host",
     "channels-run": "asgiws chatsite:application --app-dir examples/channels",
     "kubernetes-deployment": None,  # a manifest: checked by its own test below
+    "log-config-json": None,  # a dictConfig file: served with by its own test below
+    "metrics-run": "pip install 'asgiws[metrics]'        # prometheus-client\n"
+                   "asgiws myapp:app --metrics-port 9100  # http://127.0.0.1:9100/metrics",
 }
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
@@ -116,7 +120,7 @@ def test_every_recipe_the_tests_run_is_in_a_page():
 
 def test_readme_links_every_new_page():
     readme = (ROOT / "README.md").read_text()
-    for page in [*PAGES[:-1], "CHANGELOG.md"]:
+    for page in [*PAGES[:6], "CHANGELOG.md"]:
         assert f"({page})" in readme, f"README.md does not link {page}"
 
 
@@ -446,3 +450,42 @@ def test_troubleshooting_message_is_what_asgiws_prints(name, tmp_path):
         for literal, regex in stands_for.items():
             pattern = pattern.replace(re.escape(literal), regex)
         assert re.search(pattern, output), f"troubleshooting.md quotes\n  {line}\nbut asgiws printed:\n{output}"
+
+
+def test_observability_log_config_recipe(tmp_path):
+    """docs/observability.md's dictConfig: access records as JSON lines in a file."""
+    (tmp_path / "myapp.py").write_text(MYAPP)
+    config = json.loads(recipe("log-config-json"))
+    access_file = tmp_path / "access.jsonl"
+    config["handlers"]["access"]["filename"] = str(access_file)
+    (tmp_path / "logging.json").write_text(json.dumps(config))
+    with serving(f"asgiws myapp:app --log-config {tmp_path / 'logging.json'}", tmp_path) as (proc, port):
+        assert httpx.get(f"http://127.0.0.1:{port}/items?page=2", trust_env=False, timeout=TIMEOUT).status_code == 200
+        deadline = time.monotonic() + TIMEOUT
+        while not (access_file.exists() and access_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    record = json.loads(access_file.read_text().splitlines()[0])
+    assert record["logger"] == "asgiws.access" and record["path"] == "/items" and record["query"] == "page=2"
+    assert record["status"] == 200 and record["method"] == "GET"
+
+
+def test_observability_metrics_recipe(tmp_path):
+    """docs/observability.md's two lines: prometheus-client installed (the test extra has it),
+    and the server's /metrics on the metrics port."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    command = recipe("metrics-run").splitlines()[1].split("#")[0].strip()
+    (tmp_path / "myapp.py").write_text(MYAPP)
+    metrics_port = free_port()
+    with serving(command, tmp_path, {"9100": str(metrics_port)}) as (proc, port):
+        proc.wait_for_line(r"Metrics on ")
+        assert httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=TIMEOUT).status_code == 200
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", trust_env=False, timeout=TIMEOUT).text
+            samples = {(s.name, s.labels.get("status")): s.value
+                       for family in text_string_to_metric_families(text) for s in family.samples}
+            if samples.get(("asgiws_http_requests_total", "200")) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert samples.get(("asgiws_http_requests_total", "200")) == 1.0, text
