@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, List
+from typing import Any, Dict, List
 
 from asgiws.asgi.app import AppImportError
 from asgiws.config import UVICORN_WS, Config, ConfigError
@@ -31,11 +31,7 @@ def run(app: Any, **settings: Any) -> None:
     logs to stderr, and exits with status 3 (one line on stderr) if the server cannot start.
     An invalid setting raises ConfigError.
     """
-    config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
-                      config.log_format)
-    for note in notes(config):
-        logger.warning("%s", note)
+    config = _configure(app, settings)
     try:
         if config.reload:
             ReloadSupervisor(config).run()
@@ -57,17 +53,24 @@ def check(app: Any, **settings: Any) -> Config:
     Exits with status 3 as `run()` does when the app or the TLS files cannot be loaded; an
     invalid setting raises ConfigError.
     """
-    config = Config(app=app, **settings)
-    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
-                      config.log_format)
-    for note in notes(config):
-        logger.warning("%s", note)
+    config = _configure(app, settings)
     try:
         config.load()
         make_ssl_context(config)
         config.new_event_loop().close()
     except (AppImportError, StartupError, ConfigError) as exc:
         _startup_failed(exc)
+    return config
+
+
+def _configure(app: Any, settings: Dict[str, Any]) -> Config:
+    """The settings checked, logging set up, and the notes on them logged: what run() and
+    check() both do first."""
+    config = Config(app=app, **settings)
+    configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors,
+                      config.log_format)
+    for note in notes(config):
+        logger.warning("%s", note)
     return config
 
 

@@ -362,6 +362,17 @@ def describe_address(config: Config) -> str:
     return f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
 
 
+def close_sockets(config: Config, sockets: List[socket.socket]) -> None:
+    """Close what bind_sockets() returned, and remove the Unix socket file it made."""
+    for sock in sockets:
+        sock.close()
+    if config.uds is not None:  # we created the socket file: leave no stale one behind
+        try:
+            os.unlink(config.uds)
+        except OSError:
+            pass
+
+
 def bind_sockets(config: Config) -> List[socket.socket]:
     """The listening socket(s) the config names, bound and listening. Raises StartupError.
 

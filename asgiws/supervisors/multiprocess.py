@@ -76,6 +76,7 @@ from asgiws.server import (
     Server,
     StartupError,
     bind_sockets,
+    close_sockets,
     describe_socket,
     make_ssl_context,
     origin_policy_warning,
@@ -477,13 +478,7 @@ class Supervisor:
 
     def _close_sockets(self) -> None:
         self._stop_exporter()
-        for sock in self.sockets:
-            sock.close()
-        if self.config.uds is not None:  # we created the socket file: leave no stale one behind
-            try:
-                os.unlink(self.config.uds)
-            except OSError:
-                pass
+        close_sockets(self.config, self.sockets)
 
     # -- signals (a SignalPipe wakes the select() in _wait_for_events) --------------------------
 

@@ -65,7 +65,7 @@ from typing import Any, List, Optional, Set
 
 from asgiws.config import Config
 from asgiws.logging import configure_logging
-from asgiws.server import bind_sockets, describe_socket, make_ssl_context, origin_policy_warning
+from asgiws.server import bind_sockets, close_sockets, describe_socket, make_ssl_context, origin_policy_warning
 from asgiws.supervisors.multiprocess import RESTART_SIGNAL, SHUTDOWN_MARGIN, run_worker
 from asgiws.supervisors.signals import SignalPipe
 from asgiws.supervisors.watch import FileFilter, make_watcher
@@ -300,13 +300,7 @@ class ReloadSupervisor:
                 _signal(child, signal.SIGKILL)
 
     def _close_sockets(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        if self.config.uds is not None:  # we created the socket file: leave no stale one behind
-            try:
-                os.unlink(self.config.uds)
-            except OSError:
-                pass
+        close_sockets(self.config, self.sockets)
 
     # -- signals (a SignalPipe wakes the select() in _wait_for_events) --------------------------
 
