@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from asgiws.config import Config, IMPORT_TIME_ENV
-from conftest import ROOT, TIMEOUT, free_port, spawn
+from conftest import ROOT, TIMEOUT, free_port, spawn, spawn_server
 from test_redis_fanout import SCALING_COMMANDS, needs_redis, redis_server, split_command
 
 PAGES = [
@@ -165,18 +165,8 @@ def serving(command: str, app_dir: Path, replacements: Optional[Dict[str, str]] 
     for old, new in (replacements or {}).items():
         command = command.replace(old, new)
     env, args = asgiws_args(command, app_dir)
-    proc = spawn(args, env=env)
-    try:
-        match = proc.wait_for_line(r"asgiws running on http://127\.0\.0\.1:(\d+)")
-        yield proc, int(match.group(1))
-    finally:
-        if proc.proc.poll() is None:
-            proc.signal()
-            try:
-                proc.wait()
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.proc.kill()
-                proc.proc.wait()
+    with spawn_server(*args, env=env) as proc:
+        yield proc, proc.port
 
 
 def test_coming_from_uvicorn_switch(tmp_path):
@@ -316,18 +306,8 @@ def run_to_exit(tmp_path: Path, *args: str, status: int) -> str:
 @contextlib.contextmanager
 def running(tmp_path: Path, *args: str, env: Optional[Dict[str, str]] = None):
     (tmp_path / "myapp.py").write_text(MYAPP)
-    proc = spawn([*args, "--app-dir", str(tmp_path)], env=env)
-    try:
-        match = proc.wait_for_line(r"asgiws running on http://[\d.]+:(\d+)")
-        yield proc, int(match.group(1))
-    finally:
-        if proc.proc.poll() is None:
-            proc.signal()
-            try:
-                proc.wait()
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.proc.kill()
-                proc.proc.wait()
+    with spawn_server(*args, env=env, app_dir=tmp_path) as proc:
+        yield proc, proc.port
 
 
 def reproduce_import(tmp_path) -> Reproduction:
