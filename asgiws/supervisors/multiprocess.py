@@ -219,13 +219,9 @@ class Supervisor:
 
     def _readiness_reported(self, worker: WorkerProcess) -> None:
         assert worker.ready_fd is not None
-        try:
-            data = os.read(worker.ready_fd, 1)
-        except OSError:
-            data = b""
-        os.close(worker.ready_fd)
+        serving = read_readiness(worker.ready_fd)
         worker.ready_fd = None
-        if data:  # else: the pipe closed without a word, the worker is exiting; _reap tells why
+        if serving:  # else: the pipe closed without a word, the worker is exiting; _reap tells why
             worker.ready = True
             self.boot_failures = 0
             logger.info("Worker [%d] is serving", worker.pid)
@@ -512,6 +508,17 @@ def _describe_status(status: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # The worker side
 # ---------------------------------------------------------------------------------------------
+
+
+def read_readiness(ready_fd: int) -> bool:
+    """The supervisor's end of a worker's readiness pipe, once it is readable: True if the worker
+    wrote that it serves, False if the pipe closed without a word (it is exiting). Closes it."""
+    try:
+        data = os.read(ready_fd, 1)
+    except OSError:
+        data = b""
+    os.close(ready_fd)
+    return bool(data)
 
 
 def run_worker(config: Config, sockets: List[socket.socket], ready_fd: int) -> int:

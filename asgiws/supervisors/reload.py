@@ -66,7 +66,7 @@ from typing import Any, List, Optional, Set
 from asgiws.config import Config
 from asgiws.logging import configure_logging
 from asgiws.server import bind_sockets, close_sockets, describe_socket, make_ssl_context, origin_policy_warning
-from asgiws.supervisors.multiprocess import RESTART_SIGNAL, SHUTDOWN_MARGIN, run_worker
+from asgiws.supervisors.multiprocess import RESTART_SIGNAL, SHUTDOWN_MARGIN, read_readiness, run_worker
 from asgiws.supervisors.signals import SignalPipe
 from asgiws.supervisors.watch import FileFilter, make_watcher
 
@@ -232,13 +232,9 @@ class ReloadSupervisor:
 
     def _readiness_reported(self, child: ServerProcess) -> None:
         assert child.ready_fd is not None
-        try:
-            data = os.read(child.ready_fd, 1)
-        except OSError:
-            data = b""
-        os.close(child.ready_fd)
+        serving = read_readiness(child.ready_fd)
         child.ready_fd = None
-        if not data or child.state is not ChildState.BOOTING:
+        if not serving or child.state is not ChildState.BOOTING:
             return  # exiting (_reap says how), or told to stop while it was starting
         child.state = ChildState.SERVING
         if not self.announced:
