@@ -257,12 +257,8 @@ class Server:
     def _close_listeners(self) -> None:
         for listener in self.listeners:
             listener.close()
-        if self._uds_path is not None:  # we created the socket file: leave no stale one behind
-            try:
-                os.unlink(self._uds_path)
-            except OSError:
-                pass
-            self._uds_path = None
+        _remove_socket_file(self._uds_path)
+        self._uds_path = None
 
     async def _wait_until_idle(self, timeout: float) -> bool:
         """True once no connection and no task is left; False at the deadline or on force exit."""
@@ -366,9 +362,14 @@ def close_sockets(config: Config, sockets: List[socket.socket]) -> None:
     """Close what bind_sockets() returned, and remove the Unix socket file it made."""
     for sock in sockets:
         sock.close()
-    if config.uds is not None:  # we created the socket file: leave no stale one behind
+    _remove_socket_file(config.uds)
+
+
+def _remove_socket_file(path: Optional[str]) -> None:
+    """The Unix socket file we created: leave no stale one behind."""
+    if path is not None:
         try:
-            os.unlink(config.uds)
+            os.unlink(path)
         except OSError:
             pass
 
