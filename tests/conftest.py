@@ -256,6 +256,22 @@ def spawn_fixture() -> Any:
     return spawn
 
 
+def http_get(host: str, port: int, path: str = "/") -> bytes:
+    """One GET on a new connection (Connection: close), read to the end; the body. Raises on
+    any failure, and asserts a 200."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data
+    return body
+
+
 def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """Stop a process started with start_new_session=True, and its children."""
     if proc.poll() is None:

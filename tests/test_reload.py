@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 from asgiws.config import Config, ConfigError
 from asgiws.supervisors.watch import FileFilter
-from conftest import ROOT, TIMEOUT, free_port
+from conftest import ROOT, TIMEOUT, free_port, http_get
 
 RELOAD_BOUND = 10.0  # seconds from an edit to the first response with the new code
 
@@ -60,18 +60,7 @@ def write_app(directory: Path, version: str) -> None:
 
 
 def get(port: int) -> bytes:
-    """One GET on a new connection (Connection: close); the body. Raises on any failure."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), data
-    return body
+    return http_get("127.0.0.1", port)
 
 
 def wait_for_body(port: int, expected: bytes, bound: float = RELOAD_BOUND) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import TIMEOUT
+from conftest import TIMEOUT, http_get
 
 APPS = Path(__file__).resolve().parent / "apps"
 SERVING = r"Worker \[(\d+)\] is serving"
@@ -43,18 +43,7 @@ def serving_pids(proc) -> list:
 
 
 def get(proc, path: str = "/") -> bytes:
-    """One request on a new connection (Connection: close); the body. Raises on any failure."""
-    with socket.create_connection((proc.host, proc.port), timeout=TIMEOUT) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), data
-    return body
+    return http_get(proc.host, proc.port, path)
 
 
 def pids_answering(proc, expected: set) -> set:
