@@ -29,7 +29,6 @@ cdef class Frame:
 cdef class FrameParser:
     cdef:
         uint8_t *buf            # NULL while nothing is buffered (an idle connection)
-        bint lent               # the last get_buffer() handed out the shared read buffer
         Py_ssize_t capacity_
         Py_ssize_t start        # first unparsed byte
         Py_ssize_t end          # one past the last received byte

@@ -108,7 +108,6 @@ cdef class FrameParser:
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
         self.buf = NULL  # owned only while bytes are buffered: idle costs nothing
-        self.lent = False
         self.capacity_ = initial_size
         self.initial_size = initial_size
         self.start = 0
@@ -202,7 +201,6 @@ cdef class FrameParser:
                     raise MemoryError()
                 _shared_buf = grown
                 _shared_size = self.capacity_
-            self.lent = True
             return PyMemoryView_FromMemory(<char *>_shared_buf, self.capacity_, PyBUF_WRITE)
         self._reserve(want)
         return PyMemoryView_FromMemory(<char *>self.buf + self.end, self.capacity_ - self.end,
@@ -233,8 +231,9 @@ cdef class FrameParser:
             return direct_frames
         if nbytes < 0 or nbytes > self.capacity_ - self.end:
             raise ValueError("nbytes out of range of the buffer handed out")
-        cdef bint lent = self.lent and self.buf == NULL
-        self.lent = False
+        # With no buffer of its own, the parser handed out the shared one (get_buffer_c): a
+        # read's bytes are there.
+        cdef bint lent = self.buf == NULL
         if lent:
             self.buf = _shared_buf
         try:
@@ -459,7 +458,6 @@ cdef class FrameParser:
     cdef int _reserve(self, Py_ssize_t free) except -1:
         cdef Py_ssize_t new_capacity
         cdef uint8_t *new_buf
-        self.lent = False
         if self.buf == NULL:
             if self.capacity_ < free:
                 self.capacity_ = free

@@ -135,7 +135,7 @@ class FrameParser:
     """Incremental frame parser over a receive buffer it owns. See _codec.pyi."""
 
     __slots__ = (
-        "_buf", "_lent", "_capacity", "_start", "_end", "_initial_size", "_pending", "_state",
+        "_buf", "_capacity", "_start", "_end", "_initial_size", "_pending", "_state",
         "_is_server", "rsv1_allowed", "max_size",
         "_message_opcode", "_message_compressed", "_message_size", "_utf8_state",
         "_partial_done", "_partial_utf8", "error", "frame_overhead",
@@ -152,7 +152,6 @@ class FrameParser:
         if initial_size < _MIN_FREE:
             initial_size = _MIN_FREE
         self._buf: Optional[bytearray] = None  # owned only while bytes wait in it
-        self._lent = False  # the last get_buffer() handed out the shared read buffer
         self._capacity = initial_size
         self._initial_size = initial_size
         self._start = 0  # first unparsed byte
@@ -219,7 +218,6 @@ class FrameParser:
             global _shared_buf
             if len(_shared_buf) < self._capacity:
                 _shared_buf = bytearray(self._capacity)  # new, not resized: views may live
-            self._lent = True
             return memoryview(_shared_buf)[:self._capacity]
         self._reserve(want)
         assert self._buf is not None  # _reserve() made one
@@ -237,9 +235,9 @@ class FrameParser:
         """`nbytes` were written into the last buffer handed out: parse every complete frame."""
         if nbytes < 0 or nbytes > self._capacity - self._end:
             raise ValueError("nbytes out of range of the buffer handed out")
-        lent = self._lent and self._buf is None
-        self._lent = False
-        if not lent:
+        # With no buffer of its own, the parser handed out the shared one (get_buffer): a read's
+        # bytes are there.
+        if self._buf is not None:
             return self._feed_buffered(nbytes, False)
         self._buf = _shared_buf
         try:
@@ -291,7 +289,6 @@ class FrameParser:
     # -- the buffer -------------------------------------------------------------------------
 
     def _reserve(self, free: int) -> None:
-        self._lent = False
         buf = self._buf
         if buf is None:
             if self._capacity < free:
