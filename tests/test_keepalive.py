@@ -3,6 +3,7 @@ go out, how many per loop turn, and that a closed connection leaves it."""
 
 import asyncio
 
+import pytest
 import uvloop
 
 from asgiws.asgi import keepalive as keepalive_module
@@ -50,7 +51,10 @@ def test_a_ping_goes_out_between_one_interval_and_one_tick_later():
         previous = t
 
 
-def test_connections_due_together_are_pinged_a_batch_per_loop_turn():
+@pytest.mark.parametrize("again", [False, True], ids=["once", "rescheduled"])
+def test_connections_due_together_are_pinged_a_batch_per_loop_turn(again):
+    """Also when each Ping schedules the next (as WebSocketProtocol._send_ping does): the timer
+    is not armed again while due connections wait, so one chain of turns runs at a time."""
     async def main():
         loop = asyncio.get_running_loop()
         keepalive = Keepalive(loop, 0.05)
@@ -64,7 +68,10 @@ def test_connections_due_together_are_pinged_a_batch_per_loop_turn():
 
         class TurnPeer(Peer):
             def _send_ping(self):
-                self.log.append((self, turn[0]))
+                if len(self.log) < 1000:
+                    self.log.append((self, turn[0]))
+                    if again:
+                        keepalive.add(self)
 
         peers = [TurnPeer(log) for _ in range(1000)]
         for peer in peers:

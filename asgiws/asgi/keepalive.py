@@ -44,9 +44,10 @@ class Keepalive:
         # entry per open connection; at most interval / tick + 2 slots.
         self.slots: Dict[int, Set[Any]] = {}
         self.timer: Any = None
-        # Due connections not pinged yet (more than one turn's worth came due at once).
+        # Due connections not pinged yet (more than one turn's worth came due at once). While
+        # there are any, _ping_some() runs each turn and the timer is not armed: one chain of
+        # turns at a time, so the per-turn bound holds.
         self.due: List[Any] = []
-        self.draining = False
 
     def add(self, protocol: Any) -> None:
         """Ping `protocol` one interval from now."""
@@ -56,7 +57,7 @@ class Keepalive:
             members = self.slots[slot] = set()
         members.add(protocol)
         protocol.ping_slot = slot
-        if self.timer is None and not self.draining:
+        if self.timer is None and not self.due:
             self._arm()
 
     def discard(self, protocol: Any) -> None:
@@ -77,12 +78,14 @@ class Keepalive:
 
     def _fire(self) -> None:
         self.timer = None
+        draining = bool(self.due)  # a chain of turns is already under way: it takes these too
         reached = (self.loop.time() + _EARLY) / self.tick
         for slot in sorted(slot for slot in self.slots if slot <= reached):
             for protocol in self.slots.pop(slot):
                 protocol.ping_slot = 0
                 self.due.append(protocol)
-        self._ping_some()
+        if not draining:
+            self._ping_some()
 
     def _ping_some(self) -> None:
         due = self.due
@@ -93,12 +96,9 @@ class Keepalive:
             except Exception:  # one broken connection must not stop the others' keepalive
                 logger.exception("Error sending a WebSocket keepalive Ping")
         if self.due:
-            self.draining = True
             self.loop.call_soon(self._ping_some)
-        else:
-            self.draining = False
-            if self.timer is None:
-                self._arm()
+        elif self.timer is None:
+            self._arm()
 
 
 _keepalives: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[float, Keepalive]]" = \
