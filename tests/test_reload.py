@@ -276,28 +276,20 @@ def test_polling_fallback_without_watchfiles(spawn_server, app_dir, tmp_path):
         assert "notes.txt" not in proc.text
 
 
-def test_reload_with_several_workers_is_refused():
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "2"], "reload: --reload runs one server process and does not combine with --workers 2; "
+                         "use one or the other"),
+    (["--metrics-port", "0"], "metrics_port: --metrics-port is not served under --reload (a development mode); "
+                              "drop one of them"),
+], ids=["workers", "metrics"])  # fmt: skip
+def test_reload_refuses_what_it_cannot_combine_with(flags, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASGIWS_", "UVICORN_"))}
     env.pop("WEB_CONCURRENCY", None)
     env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-m", "asgiws", "asgiws.demo:app", "--reload", "--workers", "2"],
+    result = subprocess.run([sys.executable, "-m", "asgiws", "asgiws.demo:app", "--reload", *flags],
                             capture_output=True, text=True, env=env, timeout=TIMEOUT)  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "asgiws: error: reload: --reload runs one server process and does not combine with --workers 2; "
-        "use one or the other (see asgiws --help)"]  # fmt: skip
-
-
-
-def test_reload_with_metrics_is_refused():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASGIWS_", "UVICORN_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-m", "asgiws", "asgiws.demo:app", "--reload", "--metrics-port", "0"],
-                            capture_output=True, text=True, env=env, timeout=TIMEOUT)  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "asgiws: error: metrics_port: --metrics-port is not served under --reload (a development mode); "
-        "drop one of them (see asgiws --help)"]  # fmt: skip
+    assert result.stderr.strip().splitlines() == [f"asgiws: error: {message} (see asgiws --help)"]
 
 
 # -- which files count (FileFilter: uvicorn's rules) --------------------------------------------
