@@ -35,6 +35,9 @@ PER_FILE_FLAGS = {
     os.path.join(CSRC, "mask_avx2.c"): ["-mavx2"] if IS_X86_64 else [],
 }
 
+# Modules whose .py source is also compiled (see extensions()).
+PURE_PYTHON_MODULES = ("cycle", "protocol")
+
 CYTHON_DIRECTIVES = {
     "boundscheck": False,
     "wraparound": False,
@@ -65,7 +68,7 @@ def c_sources(extensions):
         return cythonize(extensions, language_level=3, compiler_directives=CYTHON_DIRECTIVES)
     for ext in extensions:
         # setuptools already renames .pyx to .c when Cython is missing; do it in any case.
-        ext.sources = [src[: -len(".pyx")] + ".c" if src.endswith(".pyx") else src for src in ext.sources]
+        ext.sources = [src.rsplit(".", 1)[0] + ".c" if src.endswith((".pyx", ".py")) else src for src in ext.sources]
         missing = [src for src in ext.sources if not os.path.isfile(src)]
         if missing:
             raise ExtensionsUnavailable(
@@ -163,7 +166,14 @@ def extensions():
     # exports), so it links none of csrc/; it includes the kernels' headers via _codec.pxd.
     bridge = Extension("asgiws.asgi._bridge", sources=["asgiws/asgi/_bridge.pyx"],
                        include_dirs=[CSRC], extra_compile_args=flags)
-    return [codec, bridge]
+    # The HTTP/1.1 request cycle and connection: their .py sources compiled as they are, with the
+    # augmenting .pxd beside each declaring the classes cdef (C fields, C calls between their
+    # methods). The same .py is the pure-Python fallback where these are not built.
+    http = [
+        Extension(f"asgiws.http.{name}", sources=[f"asgiws/http/{name}.py"], extra_compile_args=flags)
+        for name in PURE_PYTHON_MODULES
+    ]
+    return [codec, bridge, *http]
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt, "sdist": SDist})

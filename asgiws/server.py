@@ -166,7 +166,7 @@ class Server:
         loop = asyncio.get_running_loop()
         lifespan_state = self.lifespan.state if self.lifespan is not None else {}
 
-        def protocol_factory() -> asyncio.Protocol:
+        def protocol_factory() -> Any:  # an asyncio.Protocol in all but inheritance (protocol.py)
             return HttpProtocol(config=config, server_state=self.server_state, app=app, app_state=lifespan_state)
 
         # listen(2) again with our backlog: a socket bound elsewhere (--fd, a supervisor) gets it too.

@@ -17,7 +17,7 @@ class ServerState:
     def __init__(self) -> None:
         self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
         self.tasks: Set[asyncio.Task[Any]] = set()  # app tasks, for graceful shutdown
-        self._total_requests = 0
+        self.total_requests = 0  # HTTP requests answered (the protocol adds one per completed response)
         # --limit-max-requests: called once, when the request that reaches the limit completes.
         self.request_limit: Optional[int] = None
         self.on_request_limit: Any = None
@@ -27,14 +27,3 @@ class ServerState:
         # --metrics-port: an asgiws.metrics.Metrics the protocols record into, or None. Each
         # connection reads it once when it is made (no metrics: nothing recorded, nothing timed).
         self.metrics: Any = None
-
-    @property
-    def total_requests(self) -> int:
-        """HTTP requests answered (the protocol adds one per completed response)."""
-        return self._total_requests
-
-    @total_requests.setter
-    def total_requests(self, value: int) -> None:
-        self._total_requests = value
-        if value == self.request_limit:
-            self.on_request_limit()

@@ -1,6 +1,6 @@
 """The PEP 517 build backend: setuptools', asking for Cython only when the C must be generated.
 
-A git checkout has the Cython sources (.pyx) and no generated C, so building it needs Cython; an
+A git checkout has the Cython sources (.pyx, and the .py + .pxd pairs compiled as they are) and no generated C, so building it needs Cython; an
 sdist ships the C that Cython generated, so building it needs a C compiler and nothing else. The
 `requires` list in pyproject.toml is static, so the choice is made here, in the hooks that tell
 the installer what to put in the isolated build environment:
@@ -22,6 +22,9 @@ CYTHON = "Cython>=3.0"
 GENERATED = {
     "asgiws/_codec.c": ("asgiws/_codec.pyx", "asgiws/_codec.pxd"),
     "asgiws/asgi/_bridge.c": ("asgiws/asgi/_bridge.pyx", "asgiws/_codec.pxd"),
+    # The HTTP modules: their .py compiled with the .pxd beside it (setup.py, PURE_PYTHON_MODULES).
+    "asgiws/http/cycle.c": ("asgiws/http/cycle.py", "asgiws/http/cycle.pxd"),
+    "asgiws/http/protocol.c": ("asgiws/http/protocol.py", "asgiws/http/protocol.pxd"),
 }
 
 

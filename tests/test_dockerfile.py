@@ -135,7 +135,7 @@ def image(tmp_path_factory) -> dict:
 
 def test_wheel_has_the_compiled_codec_and_no_sources(image):
     names = zipfile.ZipFile(image["wheel"]).namelist()
-    for module in ("asgiws/_codec.", "asgiws/asgi/_bridge."):
+    for module in ("asgiws/_codec.", "asgiws/asgi/_bridge.", "asgiws/http/cycle.", "asgiws/http/protocol."):
         assert [n for n in names if n.startswith(module) and n.endswith(".so")], names
     assert not [n for n in names if n.endswith((".pyx", ".c"))], names
     for expected in ("asgiws/__main__.py", "asgiws/workers.py", "asgiws/demo/index.html", "asgiws/_codec.pyi",

@@ -1,3 +1,4 @@
+# cython: annotation_typing=False, wraparound=True, boundscheck=True
 """One HTTP request and its response: the `receive` / `send` pair an ASGI `http` app call gets
 (asgiref www spec 2.5), and how the response is framed on the wire (RFC 9112 §6).
 
@@ -16,7 +17,7 @@ import logging
 import os
 import re
 import stat
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
 from asgiws.headers import ResponseFields, date_header
@@ -92,6 +93,7 @@ class Framing(enum.Enum):
 # 0.1 µs each, and a request does a score of them: the per-request code uses these names instead.
 WAITING_START, HEAD_PENDING, STREAMING, TRAILERS, COMPLETE = ResponsePhase
 NO_BODY, LENGTH, CHUNKED, CLOSE_DELIMITED = Framing
+_NO_LINES: List[bytes] = []
 
 
 class Connection(Protocol):
@@ -128,38 +130,10 @@ class Connection(Protocol):
 class RequestCycle:
     """One request and its response: the `receive` / `send` pair an app call gets.
 
-    Built once per request: attributes that start the same for every request are class-level
-    defaults, set on the instance only when they change; the event `receive()` waits on is made
-    only if it has to wait.
+    Compiled (cycle.pxd declares it a cdef class: its attributes are C fields, its internal
+    methods C functions) when the extensions are built; this source is also the pure-Python
+    fallback. The event `receive()` waits on is made only if it has to wait.
     """
-
-    # Request body, as httptools handed it over; joined only when the app takes it.
-    disconnected = False
-    request_complete = False
-    # Kept by the connection (asgiws.http.protocol), which bounds them:
-    body_buffered = 0  # body bytes waiting for receive(), each chunk + BODY_CHUNK_OVERHEAD
-    queued_bytes = 0  # while pipelined (not started): what it counts against PIPELINE_HIGH_WATER
-    _final_body_delivered = False
-    _message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
-
-    # Access record and metrics, when the connection is `observed`: when the request's head was
-    # parsed (time.perf_counter()), and the body bytes sent in a chunked or close-delimited body
-    # (a Content-Length body's are counted by _remaining).
-    started = 0.0
-    _body_sent = 0
-
-    # Response
-    phase = WAITING_START
-    status = 0
-    _header_lines: List[bytes] = []  # replaced, never mutated
-    _content_length: Optional[int] = None
-    _has_server = _has_date = _sent_connection_close = False
-    _framing = NO_BODY
-    _remaining = 0  # LENGTH: body bytes still owed
-    _body_length = 0  # LENGTH: the whole body's
-    _trailers_wanted = False  # the app's start said "trailers": True
-    _send_trailers = False  # ...and they go on the wire (chunked, and the client sent TE: trailers)
-    _file_sender: Optional[FileSender] = None  # while an http.response.pathsend is being sent
 
     def __init__(self, conn: Connection, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
         self.conn = conn
@@ -167,7 +141,35 @@ class RequestCycle:
         self.scope = scope
         self.keep_alive = keep_alive  # False: close the connection after this response
         self.expect_100_continue = expect_100_continue  # client waits for "100 Continue" before the body
+        # Request body, as httptools handed it over; joined only when the app takes it.
         self.body_chunks: List[bytes] = []
+        self.disconnected = False
+        self.request_complete = False
+        # Kept by the connection (asgiws.http.protocol), which bounds them:
+        self.body_buffered = 0  # body bytes waiting for receive(), each chunk + BODY_CHUNK_OVERHEAD
+        self.queued_bytes = 0  # while pipelined (not started): what it counts against PIPELINE_HIGH_WATER
+        self._final_body_delivered = False
+        self._message_event: Optional[asyncio.Event] = None  # made by receive() when it has to wait
+
+        # Access record and metrics, when the connection is `observed`: when the request's head
+        # was parsed (time.perf_counter()), and the body bytes sent in a chunked or
+        # close-delimited body (a Content-Length body's are counted by _remaining).
+        self.started = 0.0
+        self._body_sent = 0
+
+        # Response
+        self.phase = WAITING_START
+        self.status = 0
+        self._header_lines: List[bytes] = _NO_LINES  # replaced, never mutated
+        self._content_length: Optional[int] = None
+        self._has_server = self._has_date = self._sent_connection_close = False
+        self._framing = NO_BODY
+        self._remaining = 0  # LENGTH: body bytes still owed
+        self._body_length = 0  # LENGTH: the whole body's
+        self._trailers_wanted = False  # the app's start said "trailers": True
+        self._send_trailers = False  # ...and they go on the wire (chunked, and the client sent TE: trailers)
+        self._file_sender: Optional[FileSender] = None  # while an http.response.pathsend is being sent
+        self.task: Any = None  # the app's task, once started
 
     def wake(self) -> None:
         """Something receive() may be waiting for happened: body arrived, request complete,
@@ -179,26 +181,32 @@ class RequestCycle:
 
     # -- the app call ------------------------------------------------------------------------
 
-    async def run_asgi(self, app: Callable[..., Any]) -> None:
+    async def run_asgi(self, app: Callable[..., Any], tasks: Set[Any]) -> None:
+        """Run the app; its task (`self.task`) leaves the server's set of app tasks when the app is
+        done, here rather than by a done callback, which would cost a callback and a loop turn
+        per request."""
         try:
-            result = await app(self.scope, self.receive, self.send)
-        except ClientDisconnected:
-            # Raised by our own send() after the client went away (ASGI www 2.4): not an app error.
-            logger.debug("Client disconnected while the app was sending.")
-        except asyncio.CancelledError:
-            # Graceful shutdown ran out of time: drop the connection with the task.
-            self.conn.close_transport()
-            raise
-        except Exception as exc:
-            logger.error("Exception in ASGI application", exc_info=exc)
-            self._answer_app_failure()
-        else:
-            if result is not None:
-                logger.error("ASGI callable returned %r; it must return None.", result)
-            if self.phase is not COMPLETE and not self.disconnected:
-                what = "starting" if self.phase is WAITING_START else "completing"
-                logger.error("ASGI callable returned without %s the response.", what)
+            try:
+                result = await app(self.scope, self.receive, self.send)
+            except ClientDisconnected:
+                # Raised by our own send() after the client went away (ASGI www 2.4): not an app error.
+                logger.debug("Client disconnected while the app was sending.")
+            except asyncio.CancelledError:
+                # Graceful shutdown ran out of time: drop the connection with the task.
+                self.conn.close_transport()
+                raise
+            except Exception as exc:
+                logger.error("Exception in ASGI application", exc_info=exc)
                 self._answer_app_failure()
+            else:
+                if result is not None:
+                    logger.error("ASGI callable returned %r; it must return None.", result)
+                if self.phase is not COMPLETE and not self.disconnected:
+                    what = "starting" if self.phase is WAITING_START else "completing"
+                    logger.error("ASGI callable returned without %s the response.", what)
+                    self._answer_app_failure()
+        finally:
+            tasks.discard(self.task)
 
     def _answer_app_failure(self) -> None:
         if self.disconnected or self.phase is COMPLETE:
