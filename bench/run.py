@@ -168,8 +168,11 @@ def raise_nofile() -> int:
 # ------------------------------------------------------------------------------ measuring
 
 
-def run_loadgen(spec: dict, timeout: float, logdir: str, tag: str) -> dict:
-    argv = ["taskset", "-c", srv.CLIENT_CORE, srv.PYTHON, os.path.join(BENCH_DIR, "loadgen.py"),
+def run_loadgen(spec: dict, timeout: float, logdir: str, tag: str,
+                script: str = "loadgen.py") -> dict:
+    """Runs a load generator of bench/ (loadgen.py, or openloop.py for bench/latency.py) on the
+    client core with `spec`; its last line of output is the result."""
+    argv = ["taskset", "-c", srv.CLIENT_CORE, srv.PYTHON, os.path.join(BENCH_DIR, script),
             json.dumps(spec)]
     err_path = os.path.join(logdir, f"loadgen-{tag}.log")
     with open(err_path, "wb") as err:
@@ -599,14 +602,16 @@ def render_markdown(table, scenarios, server_names, meta, findings, targets) -> 
     return "\n".join(L) + "\n"
 
 
-def write_results_md(path: str, body: str) -> None:
-    block = f"{MARK_START}\n{body}{MARK_END}"
+def write_results_md(path: str, body: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Puts body between the start/end markers of RESULTS.md (appended with them if the file
+    has none), keeping the rest of the file; bench/latency.py has its own pair."""
+    block = f"{start}\n{body}{end}"
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if MARK_START in text and MARK_END in text:
-            head, rest = text.split(MARK_START, 1)
-            _, tail = rest.split(MARK_END, 1)
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
             text = head + block + tail
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
