@@ -35,7 +35,9 @@ echo.
 Output per step: intended, sent and achieved (responses) rate over the measured window;
 latency p50/p90/p99/p99.9/max/mean in ms over the requests intended in the window; requests
 still unanswered after the drain (`unfinished`, counted at the drain's end as a lower bound);
-server and client CPU and core wait (bench/loadgen.py's CpuWindow).
+server and client CPU and core wait (bench/loadgen.py's CpuWindow); packets the kernel dropped
+and TCP retransmission timeouts, machine-wide, from the window's start to the drain's end
+(kernel_losses says why).
 """
 
 from __future__ import annotations
@@ -84,6 +86,26 @@ def summary_ms(samples: list[float]) -> dict:
     out["max"] = s[-1] * 1e3 if s else math.nan
     out["mean"] = sum(s) / len(s) * 1e3 if s else math.nan
     return out
+
+
+def kernel_losses() -> tuple[int, int]:
+    """(packets the kernel dropped from a full per-CPU input backlog, TCP retransmission
+    timeouts), machine-wide since boot. On a busy machine loopback packets are dropped when
+    softirq work falls behind (net.core.netdev_max_backlog), and each drop stalls its
+    connection for a retransmission timeout (200 ms, doubling): a step during which these
+    counters moved may show the kernel's stall, not the server's."""
+    dropped = timeouts = 0
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            dropped = sum(int(line.split()[1], 16) for line in f if line.strip())
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            if names.startswith("TcpExt:"):
+                timeouts = int(dict(zip(names.split(), values.split()))["TCPTimeouts"])
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    return dropped, timeouts
 
 
 # -------------------------------------------------------------------------------- timerfd
@@ -272,6 +294,7 @@ class Generator:
         self.step = step
         self.alarm.arm(t0)
         await asyncio.sleep(max(0.0, step.measure_from - time.monotonic()))
+        losses0 = kernel_losses()
         window = CpuWindow(server_pid)
         await asyncio.sleep(max(0.0, step.end - time.monotonic()))
         cpu = window.stop()
@@ -296,6 +319,9 @@ class Generator:
                     step.latencies.append(now - when)
                     unfinished += 1
         self.step = None
+        losses1 = kernel_losses()
+        cpu["kernel_dropped"] = losses1[0] - losses0[0]
+        cpu["tcp_timeouts"] = losses1[1] - losses0[1]
         return self._result(step, cpu, sent, received, unfinished)
 
     def _drained(self, step: Step) -> bool:
