@@ -1,7 +1,7 @@
 """Latency against offered load: open-loop runs (bench/openloop.py) at fractions of uvicorn's
 maximum, for HTTP and WebSocket echo, at 64 and at 10,000 connections.
 
-    python bench/latency.py                  # everything, about 6.5 minutes
+    python bench/latency.py                  # everything, about 8 minutes (less when nothing saturates)
     python bench/latency.py --quick          # a smoke test (~1.5 minutes)
     python bench/latency.py --protocols ws --conns 64 --servers asgiws,uvicorn
     python bench/latency.py --render bench/latency.json   # re-render, no measuring
