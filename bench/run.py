@@ -1,4 +1,5 @@
-"""WebSocket/HTTP server benchmark: asgiws against uvicorn, hypercorn, granian and two ceilings.
+"""WebSocket/HTTP server benchmark: asgiws against uvicorn, hypercorn, granian, socketify.py and
+two ceilings.
 
     python bench/run.py                       # everything, ~23 minutes
     python bench/run.py --quick               # everything, briefly (~2 minutes): a smoke test
@@ -108,9 +109,10 @@ SCENARIOS = [
     Scenario("idle_mem", "idle memory per connection", "echo", "idle", "KiB/conn", 0, 5000,
              higher_is_better=False),
     Scenario("http", "HTTP plaintext (wrk -t1 -c64)", "echo", "wrk", "requests/s",
-             servers=("asgiws", "asgiws-metrics", "asgiws-base", "uvicorn", "granian")),
+             servers=("asgiws", "asgiws-metrics", "asgiws-base", "uvicorn", "granian",
+                      "socketify")),
     Scenario("starlette_echo32_c64", "Starlette echo 32 B, 64 conns", "starlette", "rr",
-             "round trips/s", 32, 64, servers=("asgiws", "uvicorn")),
+             "round trips/s", 32, 64, servers=("asgiws", "uvicorn", "socketify")),
 ]
 SCENARIO_BY_KEY = {s.key: s for s in SCENARIOS}
 
@@ -166,8 +168,11 @@ def raise_nofile() -> int:
 # ------------------------------------------------------------------------------ measuring
 
 
-def run_loadgen(spec: dict, timeout: float, logdir: str, tag: str) -> dict:
-    argv = ["taskset", "-c", srv.CLIENT_CORE, srv.PYTHON, os.path.join(BENCH_DIR, "loadgen.py"),
+def run_loadgen(spec: dict, timeout: float, logdir: str, tag: str,
+                script: str = "loadgen.py") -> dict:
+    """Runs a load generator of bench/ (loadgen.py, or openloop.py for bench/latency.py) on the
+    client core with `spec`; its last line of output is the result."""
+    argv = ["taskset", "-c", srv.CLIENT_CORE, srv.PYTHON, os.path.join(BENCH_DIR, script),
             json.dumps(spec)]
     err_path = os.path.join(logdir, f"loadgen-{tag}.log")
     with open(err_path, "wb") as err:
@@ -417,7 +422,7 @@ def machine_info() -> dict:
 
 def versions(server_names) -> dict:
     wanted = ["asgiws", "uvloop", "httptools", "uvicorn", "websockets", "hypercorn", "wsproto",
-              "granian", "picows", "starlette"]
+              "granian", "socketify", "picows", "starlette"]
     out = {name: srv.package_version(name) for name in wanted}
     try:
         out["wrk"] = subprocess.run([WRK, "-v"], capture_output=True, text=True,
@@ -440,6 +445,8 @@ def render_markdown(table, scenarios, server_names, meta, findings, targets) -> 
              f"Linux {meta['machine']['kernel']}, Python {meta['machine']['python']}; "
              f"load average at start {meta['machine']['loadavg']}, at end {meta['loadavg_end']}.")
     L.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+    for name, why in meta.get("skipped", {}).items():
+        L.append(f"- Skipped **{srv.SERVERS[name].label}**: {why}.")
     if meta.get("asgiws_changed"):
         L.append(f"- **asgiws changed during the run** (at the end: {meta['asgiws_changed']}): "
                  "repeats may have measured different code.")
@@ -595,14 +602,16 @@ def render_markdown(table, scenarios, server_names, meta, findings, targets) -> 
     return "\n".join(L) + "\n"
 
 
-def write_results_md(path: str, body: str) -> None:
-    block = f"{MARK_START}\n{body}{MARK_END}"
+def write_results_md(path: str, body: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Puts body between the start/end markers of RESULTS.md (appended with them if the file
+    has none), keeping the rest of the file; bench/latency.py has its own pair."""
+    block = f"{start}\n{body}{end}"
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if MARK_START in text and MARK_END in text:
-            head, rest = text.split(MARK_START, 1)
-            _, tail = rest.split(MARK_END, 1)
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
             text = head + block + tail
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
@@ -726,6 +735,10 @@ def main(argv=None) -> int:
         return 2
     scenarios = [SCENARIO_BY_KEY[k] for k in SCENARIO_BY_KEY if k in scenario_keys]
     server_names = [n for n in srv.SERVER_ORDER if n in server_names]  # canonical order
+    skipped = {n: srv.SERVERS[n].missing() for n in server_names if srv.SERVERS[n].missing()}
+    for name, missing in skipped.items():
+        print(f"skipping {name}: {', '.join(missing)} not installed", file=sys.stderr)
+    server_names = [n for n in server_names if n not in skipped]
     if os.cpu_count() is None or os.cpu_count() < 2:
         print("needs 2 cores (server on core 0, client on core 1)", file=sys.stderr)
         return 2
@@ -751,6 +764,7 @@ def main(argv=None) -> int:
         "memory_conns": args.memory_conns, "memory_repeats": min(args.memory_repeats,
                                                                  args.repeats),
         "backlog": args.backlog, "errors": {}, "logdir": logdir,
+        "skipped": {n: f"{', '.join(m)} not installed" for n, m in skipped.items()},
     }
     meta["command"] = meta["command"].rstrip()
     print(f"# {meta['machine']['cpu']}, {meta['machine']['cores']} cores, load "

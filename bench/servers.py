@@ -10,6 +10,7 @@ the client offers it, granian has no WebSocket compression.)
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import re
 import signal
@@ -43,6 +44,11 @@ class Server:
 
     def command(self, app: str, port: int, backlog: int) -> list[str]:
         return list(self.argv(APPS.get(app, app), port, backlog))
+
+    def missing(self) -> list[str]:
+        """Its packages (import names) that this Python cannot import: such a server is skipped
+        (socketify.py, for one, has no release since 2024 and may not build)."""
+        return [name for name in self.packages if importlib.util.find_spec(name) is None]
 
 
 def _asgiws(app, port, backlog):
@@ -78,6 +84,13 @@ def _granian(app, port, backlog):
             "--loop", "uvloop", "--log-level", "warning", "--no-access-log",
             "--backlog", str(backlog), "--backpressure", str(max(backlog, 16384)),
             "--workers-kill-timeout", "1", app]
+
+
+def _socketify(app, port, backlog):
+    # No backlog switch: uSockets listens with a fixed backlog of 512 (the load generators open
+    # at most 200 connections at a time). Per-message deflate is off by default.
+    return [PYTHON, "-m", "socketify", app, "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--disable-listen-log", "true"]
 
 
 def _ceiling(kind):
@@ -118,6 +131,10 @@ SERVERS = {
     "granian": Server("granian", "granian", "asgi", _granian, ("granian",),
                       notes="--interface asgi --workers 1 --runtime-threads 1 --loop uvloop "
                             "(the Rust runtime thread shares core 0 with the Python thread)"),
+    "socketify": Server("socketify", "socketify.py", "asgi", _socketify, ("socketify",),
+                        apps=("echo", "broadcast", "starlette"),
+                        notes="--interface asgi --workers 1 (uWebSockets in C++ under a Python "
+                              "ASGI layer; its own event loop, libuv)"),
     "picows": Server("picows", "picows echo", "picows", _ceiling("picows"), ("picows",),
                      notes="ceiling, not ASGI: picows WSListener echoing frames (broadcast "
                            "on /broadcast), uvloop transports. It writes every frame with its "

@@ -65,4 +65,5 @@ NOT_CORE = {
     "test_metrics.py": "the metrics extra and the --workers supervisor",
     "test_redis_fanout.py": "redis-server and nginx",
     "test_reload.py": "reload",
+    "test_openloop.py": "bench/ tooling in the source tree (the open-loop load generator)",
 }
