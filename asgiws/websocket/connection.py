@@ -306,7 +306,9 @@ class Connection:
         opcode = OP_TEXT if type(data) is str else OP_BINARY
         if self.deflate is not None:
             raw = data.encode("utf-8") if isinstance(data, str) else data
-            return build_frame(opcode, self.deflate.compress(raw), rsv1=True)
+            if len(raw) >= self.deflate.settings.compress_min_size:
+                return build_frame(opcode, self.deflate.compress(raw), rsv1=True)
+            return build_frame(opcode, raw)  # too small to be worth it (RFC 7692 §6 allows it)
         return build_frame(opcode, data)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
