@@ -4,7 +4,7 @@
     python bench/deflate.py --quick                  # one short repeat: a smoke test
     python bench/deflate.py --servers asgiws,uvicorn --variant 'lvl1:compress_level=1'
     python bench/deflate.py --write                  # also rewrite bench/RESULTS.md's deflate block
-    python bench/deflate.py zlib                     # zlib alone, in this process: the settings table
+    python bench/deflate.py zlib                     # zlib alone, in this process: settings
 
 Browsers offer permessage-deflate on every connection (`permessage-deflate;
 client_max_window_bits`); this is that case. The client (a uvloop Protocol written here: picows
@@ -208,8 +208,9 @@ class ClientSequence:
         while len(self.frames) <= k:
             data = self.message(len(self.frames))
             if self.params.get("client_no_context_takeover"):
+                bits = self.params.get("client_max_window_bits", 15)
                 self.compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
-                                                   -self.params.get("client_max_window_bits", 15), 8)
+                                                   -bits, 8)
             out = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
             if out.endswith(EMPTY_BLOCK):
                 out = out[:-4]
@@ -247,10 +248,10 @@ class DeflateClient(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write((f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                         f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {OFFER}\r\n"
-                         "\r\n").encode())
+        transport.write((f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                         f"Sec-WebSocket-Extensions: {OFFER}\r\n\r\n").encode())
 
     def connection_lost(self, exc):
         for fut in (self.handshaken, self.done):
@@ -578,8 +579,8 @@ def render(table: dict, servers: dict, meta: dict) -> str:
     lines = [f"Deflate echo, 1 KiB JSON text messages (`{meta['command']}`, {meta['date']}; "
              f"{meta['repeats']} repeats of {meta['duration']:g} s, best; wire: the pool of "
              f"{meta['pool']} messages sent once; memory: {meta['memory_conns']} connections "
-             f"after {meta['memory_rounds']} messages each way, median). Ratios are to uvicorn's default in "
-             "the same run.", "",
+             f"after {meta['memory_rounds']} messages each way, median). Ratios are to uvicorn's "
+             "default in the same run.", "",
              "| server | round trips/s | per server CPU-s (ratio) | server µs CPU/msg | "
              "client CPU % | wire B/msg server→client | wire B/msg client→server | "
              "KiB/conn (ratio) |",
