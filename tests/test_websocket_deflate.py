@@ -5,6 +5,7 @@ import zlib
 
 import pytest
 
+from asgiws.websocket import deflate
 from asgiws.websocket.deflate import (
     DeflateSettings,
     MessageTooBig,
@@ -133,3 +134,21 @@ def test_no_context_takeover_keeps_nothing():
         assert inflater.decompress(ext.compress(message) + b"\x00\x00\xff\xff") == message
         assert ext.decompress(client_compress(message), True, 1 << 20) == message
     assert ext._sent_window == ext._received_window == b""
+
+
+def test_kept_compressors_bounded_and_streams_intact(monkeypatch):
+    """Only the KEPT_COMPRESSORS connections that sent last keep a compressor; one pushed out
+    primes a new one from its window, and its client reads the stream as if nothing happened."""
+    monkeypatch.setattr(deflate, "KEPT_COMPRESSORS", 2)
+    params, _ = negotiate(offer("permessage-deflate; client_max_window_bits"), SETTINGS)
+    conns = [PerMessageDeflate(params, SETTINGS) for _ in range(4)]
+    inflaters = [zlib.decompressobj(-12) for _ in conns]
+    for message in CHAIN:
+        for ext, inflater in zip(conns, inflaters):
+            sent = ext.compress(message)
+            assert inflater.decompress(sent + b"\x00\x00\xff\xff") == message
+            assert len(deflate._kept_compressors) <= 2
+    assert list(deflate._kept_compressors) == conns[2:]
+    for ext in conns:
+        ext.release()
+    assert not deflate._kept_compressors

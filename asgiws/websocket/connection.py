@@ -340,10 +340,13 @@ class Connection:
         self.outgoing = _NOTHING
 
     def release(self) -> None:
-        """Give back what only the wire needed, once TCP is gone: the receive buffers and the
-        permessage-deflate windows (8 KiB at 12 bits). The caller does it when TCP is lost, not when
-        the app's task ends: an app that never calls receive() may hold this object for long."""
+        """Give back what only the wire needed, once TCP is gone: the receive buffers, the
+        permessage-deflate windows (8 KiB at 12 bits) and kept compressor. The caller does it
+        when TCP is lost, not when the app's task ends: an app that never calls receive() may
+        hold this object for long."""
         self.parser.release()
+        if self.deflate is not None:
+            self.deflate.release()
         self.deflate = None
         self._inflated = None
 

@@ -5,14 +5,17 @@ last 2**bits bytes it sent and received, which is all a message may refer back t
 §7.1.2). Each message gets a fresh compressor or decompressor primed with that window as a
 preset dictionary, dropped when the message is done. A kept zlib compressor (12 window bits,
 memLevel 5) is 32 KiB resident and a decompressor 12 KiB; the two windows are 4 KiB each. The
-compressed bytes are the same as a kept compressor's; priming costs about 5 µs per message sent
-(a 4 KiB dictionary), nothing measurable per message received. Figures: bench/deflate.py and
-docs/websocket.md, "Compression defaults". Without context takeover nothing is kept.
+compressed bytes are the same as a kept compressor's; priming costs about 6 µs per message sent
+(a 4 KiB dictionary), nothing measurable per message received. So the connections that sent
+most recently keep their compressor, up to KEPT_COMPRESSORS per process, and skip the priming.
+Figures: bench/deflate.py and docs/websocket.md, "Compression defaults". Without context
+takeover nothing is kept.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -137,6 +140,14 @@ def _window_after(window: bytes, data: bytes, size: int) -> bytes:
     return window[len(window) - keep:] + data if len(window) > keep else window + data
 
 
+# The compressors of the connections that sent most recently, least recent first: a message
+# they send needs no priming. Bound: KEPT_COMPRESSORS per process, 32 KiB resident each at 12
+# bits and memLevel 5 (4 MiB); a connection pushed out still has its window, and primes a new
+# compressor when it next sends. Touched only from the event loop's thread.
+KEPT_COMPRESSORS = 128
+_kept_compressors: "OrderedDict[PerMessageDeflate, zlib._Compress]" = OrderedDict()
+
+
 class PerMessageDeflate:
     """Compresses outgoing and inflates incoming messages for one connection."""
 
@@ -160,18 +171,27 @@ class PerMessageDeflate:
         settings = self.settings
         bits = self.params.server_max_window_bits
         window = self._sent_window
-        if window:
-            compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
-                                          settings.mem_level, zdict=window)
-        else:
-            compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
-                                          settings.mem_level)
+        compressor = _kept_compressors.pop(self, None)
+        if compressor is None:
+            if window:
+                compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
+                                              settings.mem_level, zdict=window)
+            else:
+                compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
+                                              settings.mem_level)
         out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         if not self.params.server_no_context_takeover:
             self._sent_window = _window_after(window, data, 1 << bits)
+            _kept_compressors[self] = compressor  # the most recent, last
+            if len(_kept_compressors) > KEPT_COMPRESSORS:
+                _kept_compressors.popitem(last=False)
         if out.endswith(_EMPTY_BLOCK):
             out = out[:-4]
         return out or b"\x00"  # an empty message compresses to one empty block byte
+
+    def release(self) -> None:
+        """The connection is gone: give back its kept compressor, if it has one."""
+        _kept_compressors.pop(self, None)
 
     def decompress(self, data: bytes, fin: bool, limit: int) -> bytes:
         """Inflate one frame's payload of a compressed message, producing at most `limit` bytes;
