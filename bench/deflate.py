@@ -570,6 +570,39 @@ def aggregate(rr_runs: list[dict], mem_runs: list[dict]) -> dict:
     return out
 
 
+def paired_ratio(runs: list[dict], base_runs: list[dict]) -> float | None:
+    """Median over repeats of per-CPU-second figure / uvicorn default's in the same repeat: a
+    drift of the machine's speed between repeats moves it less than a ratio of two bests."""
+    ratios = [r["per_cpu_s"] / b["per_cpu_s"] for r, b in zip(runs, base_runs)
+              if r.get("per_cpu_s") and b.get("per_cpu_s")]
+    return statistics.median(ratios) if ratios else None
+
+
+def verdicts(table: dict) -> list[str]:
+    """The acceptance items of the deflate scenario, asgiws (defaults) against uvicorn's."""
+    a, u = table.get("asgiws"), table.get("uvicorn")
+    if not a or not u or a.get("per_cpu_s") is None or u.get("per_cpu_s") is None:
+        return []
+
+    def line(label, ok, text):
+        return f"- {label}: {text} — {'PASS' if ok else 'FAIL'}"
+
+    best = a["per_cpu_s"] / u["per_cpu_s"]
+    paired = a.get("paired_ratio") or 0.0
+    mem = (a["kib_per_conn"] / u["kib_per_conn"]) if a.get("kib_per_conn") and \
+        u.get("kib_per_conn") else None
+    return [
+        line("per server CPU-second ≥ 1.5× uvicorn default", best >= 1.5 and paired >= 1.5,
+             f"{best:.2f}× (bests), {paired:.2f}× (median of the repeats' ratios)"),
+        line("no more bytes on the wire than uvicorn default (level 6 both)",
+             a["wire_in"] <= u["wire_in"] and a["wire_out"] <= u["wire_out"],
+             f"{a['wire_in']:.1f} / {a['wire_out']:.1f} B/msg against "
+             f"{u['wire_in']:.1f} / {u['wire_out']:.1f}"),
+        line("memory per connection ≤ 0.5× uvicorn default", mem is not None and mem <= 0.5,
+             f"{fmt(mem, '.2f')}×"),
+    ]
+
+
 def fmt(x, spec=".0f"):
     return "—" if x is None else format(x, spec)
 
@@ -581,14 +614,19 @@ def render(table: dict, servers: dict, meta: dict) -> str:
              f"{meta['pool']} messages sent once; memory: {meta['memory_conns']} connections "
              f"after {meta['memory_rounds']} messages each way, median). Ratios are to uvicorn's "
              "default in the same run.", "",
-             "| server | round trips/s | per server CPU-s (ratio) | server µs CPU/msg | "
+             "| server | round trips/s | per server CPU-s (ratio of bests; median of the "
+             "repeats' ratios) | server µs CPU/msg | "
              "client CPU % | wire B/msg server→client | wire B/msg client→server | "
              "KiB/conn (ratio) |",
              "|---|---|---|---|---|---|---|---|"]
 
     def ratio(key, name):
         x, y = table[name].get(key), base.get(key)
-        return f" ({x / y:.2f}×)" if x and y else ""
+        if not (x and y):
+            return ""
+        if key == "per_cpu_s" and table[name].get("paired_ratio"):
+            return f" ({x / y:.2f}×; {table[name]['paired_ratio']:.2f}×)"
+        return f" ({x / y:.2f}×)"
 
     for name, row in table.items():
         lines.append(
@@ -602,6 +640,10 @@ def render(table: dict, servers: dict, meta: dict) -> str:
     for name, row in table.items():
         lines.append(f"- {servers[name].label}: `{row.get('extensions', '?')}`"
                      + (f" — {servers[name].notes}" if servers[name].notes else ""))
+    checks = verdicts(table)
+    if checks:
+        lines += ["", "Acceptance (asgiws with its defaults against uvicorn's default):", ""]
+        lines += checks
     problems = [f"{servers[n].label}: {e}" for n, row in table.items() for e in row["errors"]]
     problems += [f"{servers[n].label}: {row['bad']} echoed messages differed"
                  for n, row in table.items() if row.get("bad")]
@@ -660,6 +702,8 @@ def driver(argv: list[str]) -> int:
                 runs[name].append(result)
                 print(f"# {rep} {name} {mode}: {json.dumps(result)}", file=sys.stderr)
     table = {n: aggregate(rr[n], mem[n]) for n in servers}
+    for name in servers:
+        table[name]["paired_ratio"] = paired_ratio(rr[name], rr.get("uvicorn", []))
     meta = {"command": "python bench/deflate.py " + " ".join(argv),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "repeats": args.repeats, "duration": args.duration,
