@@ -2,6 +2,7 @@
 
 import os
 import zlib
+from collections import OrderedDict
 
 import pytest
 
@@ -140,6 +141,7 @@ def test_kept_compressors_bounded_and_streams_intact(monkeypatch):
     """Only the KEPT_COMPRESSORS connections that sent last keep a compressor; one pushed out
     primes a new one from its window, and its client reads the stream as if nothing happened."""
     monkeypatch.setattr(deflate, "KEPT_COMPRESSORS", 2)
+    monkeypatch.setattr(deflate, "_kept_compressors", OrderedDict())  # not other tests' ones
     params, _ = negotiate(offer("permessage-deflate; client_max_window_bits"), SETTINGS)
     conns = [PerMessageDeflate(params, SETTINGS) for _ in range(4)]
     inflaters = [zlib.decompressobj(-12) for _ in conns]
