@@ -147,6 +147,21 @@ def test_compressed_messages():
     assert frame[0] == 0xC1 and len(frame) < 100
 
 
+def test_small_messages_go_uncompressed():
+    """Below compress_min_size a message goes out as it is, RSV1 clear, and stays out of the
+    context: the client's inflater, which never sees it, still reads the next compressed one."""
+    conn = deflate_connection()
+    inflater = zlib.decompressobj(-12)
+    small = "x" * (DeflateSettings().compress_min_size - 1)
+    assert conn.send_message(small) == bytes([0x81, len(small)]) + small.encode()
+    for message in ("y" * 200, small.encode(), "y" * 200):
+        frame = conn.send_message(message)
+        if frame[0] & 0x40:  # RSV1: compressed
+            assert inflater.decompress(frame[2:] + b"\x00\x00\xff\xff") == message.encode()
+        else:
+            assert frame[2:] == message
+
+
 def test_compressed_bomb_closes_1009_without_inflating_it_all():
     conn = deflate_connection(max_size=1 << 16)
     conn.receive_data(client_frame(2, client_deflate(b"\x00" * (50 << 20)), rsv1=True))

@@ -306,7 +306,9 @@ class Connection:
         opcode = OP_TEXT if type(data) is str else OP_BINARY
         if self.deflate is not None:
             raw = data.encode("utf-8") if isinstance(data, str) else data
-            return build_frame(opcode, self.deflate.compress(raw), rsv1=True)
+            if len(raw) >= self.deflate.settings.compress_min_size:
+                return build_frame(opcode, self.deflate.compress(raw), rsv1=True)
+            return build_frame(opcode, raw)  # too small to be worth it (RFC 7692 §6 allows it)
         return build_frame(opcode, data)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
@@ -338,10 +340,13 @@ class Connection:
         self.outgoing = _NOTHING
 
     def release(self) -> None:
-        """Give back what only the wire needed, once TCP is gone: the receive buffers and the
-        permessage-deflate contexts (~50 KiB). The caller does it when TCP is lost, not when
-        the app's task ends: an app that never calls receive() may hold this object for long."""
+        """Give back what only the wire needed, once TCP is gone: the receive buffers, the
+        permessage-deflate windows (8 KiB at 12 bits) and kept compressor. The caller does it
+        when TCP is lost, not when the app's task ends: an app that never calls receive() may
+        hold this object for long."""
         self.parser.release()
+        if self.deflate is not None:
+            self.deflate.release()
         self.deflate = None
         self._inflated = None
 

@@ -1,14 +1,21 @@
 """permessage-deflate (RFC 7692): negotiation, compression and bounded decompression.
 
-Memory per connection, with the defaults (window bits 12, memLevel 5, context takeover):
-the compressor holds 2**(12+2) + 2**(5+9) = 32 KiB, the decompressor 2**12 = 4 KiB plus ~7 KiB
-of zlib state: about 43 KiB. With `server_no_context_takeover` the compressor lives only while
-a message is compressed; with `client_no_context_takeover` the decompressor is reset per message.
+Between messages a connection keeps its context as plain bytes, not as live zlib streams: the
+last 2**bits bytes it sent and received, which is all a message may refer back to (§7.1.1,
+§7.1.2). Each message gets a fresh compressor or decompressor primed with that window as a
+preset dictionary, dropped when the message is done. A kept zlib compressor (12 window bits,
+memLevel 5) is 32 KiB resident and a decompressor 12 KiB; the two windows are 4 KiB each. The
+compressed bytes are the same as a kept compressor's; priming costs about 6 µs per message sent
+(a 4 KiB dictionary), nothing measurable per message received. So the connections that sent
+most recently keep their compressor, up to KEPT_COMPRESSORS per process, and skip the priming.
+Figures: bench/deflate.py and docs/websocket.md, "Compression defaults". Without context
+takeover nothing is kept.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -26,10 +33,12 @@ class MessageTooBig(Exception):
 class DeflateSettings:
     """What this server is willing to use (from Config)."""
 
-    server_max_window_bits: int = 12
+    # The reasons, with the figures: docs/websocket.md, "Compression defaults".
+    server_max_window_bits: int = 12  # the context each side keeps: 4 KiB
     client_max_window_bits: int = 12
-    mem_level: int = 5
-    compress_level: int = zlib.Z_DEFAULT_COMPRESSION
+    mem_level: int = 5  # per message only (a compressor lives while it compresses)
+    compress_level: int = zlib.Z_DEFAULT_COMPRESSION  # 6, as uvicorn and browsers
+    compress_min_size: int = 64  # smaller messages go uncompressed (RSV1 clear, §6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +132,22 @@ def _accept_offer(params: Sequence[Tuple[str, Optional[str]]], settings: Deflate
     return agreed, agreed.response_header(client_offered_window)
 
 
+def _window_after(window: bytes, data: bytes, size: int) -> bytes:
+    """The last `size` bytes of `window` followed by `data` (copy: at most `size` bytes)."""
+    if len(data) >= size:
+        return bytes(data[len(data) - size:])
+    keep = size - len(data)
+    return window[len(window) - keep:] + data if len(window) > keep else window + data
+
+
+# The compressors of the connections that sent most recently, least recent first: a message
+# they send needs no priming. Bound: KEPT_COMPRESSORS per process, 32 KiB resident each at 12
+# bits and memLevel 5 (4 MiB); a connection pushed out still has its window, and primes a new
+# compressor when it next sends. Touched only from the event loop's thread.
+KEPT_COMPRESSORS = 128
+_kept_compressors: "OrderedDict[PerMessageDeflate, zlib._Compress]" = OrderedDict()
+
+
 class PerMessageDeflate:
     """Compresses outgoing and inflates incoming messages for one connection."""
 
@@ -131,23 +156,42 @@ class PerMessageDeflate:
         self.settings = settings
         # zlib cannot inflate with a 256-byte window; a larger window inflates the same data.
         self._inflate_bits = max(9, params.client_max_window_bits)
-        self._decompressor = zlib.decompressobj(wbits=-self._inflate_bits)
-        self._compressor = None if params.server_no_context_takeover else self._new_compressor()
-        # The frame being inflated: its input not yet consumed, and whether it ends a message.
+        # What the next message may refer back to (b"" without context takeover). Bound:
+        # 2**server_max_window_bits and 2**client_max_window_bits bytes (4 KiB each at 12 bits).
+        self._sent_window = b""
+        self._received_window = b""
+        # The message being inflated: its decompressor, the frame's input not yet consumed, and
+        # whether that frame ends the message. None between messages.
+        self._decompressor: Optional["zlib._Decompress"] = None
         self._input = b""
         self._input_fin = False
 
-    def _new_compressor(self) -> "zlib._Compress":
-        return zlib.compressobj(self.settings.compress_level, zlib.DEFLATED,
-                                -self.params.server_max_window_bits, self.settings.mem_level)
-
     def compress(self, data: bytes) -> bytes:
         """A whole message's payload for a frame with RSV1 set (RFC 7692 §7.2.1)."""
-        compressor = self._compressor or self._new_compressor()
+        settings = self.settings
+        bits = self.params.server_max_window_bits
+        window = self._sent_window
+        compressor = _kept_compressors.pop(self, None)
+        if compressor is None:
+            if window:
+                compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
+                                              settings.mem_level, zdict=window)
+            else:
+                compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
+                                              settings.mem_level)
         out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if not self.params.server_no_context_takeover:
+            self._sent_window = _window_after(window, data, 1 << bits)
+            _kept_compressors[self] = compressor  # the most recent, last
+            if len(_kept_compressors) > KEPT_COMPRESSORS:
+                _kept_compressors.popitem(last=False)
         if out.endswith(_EMPTY_BLOCK):
             out = out[:-4]
         return out or b"\x00"  # an empty message compresses to one empty block byte
+
+    def release(self) -> None:
+        """The connection is gone: give back its kept compressor, if it has one."""
+        _kept_compressors.pop(self, None)
 
     def decompress(self, data: bytes, fin: bool, limit: int) -> bytes:
         """Inflate one frame's payload of a compressed message, producing at most `limit` bytes;
@@ -161,6 +205,11 @@ class PerMessageDeflate:
     def feed(self, data: bytes, fin: bool) -> None:
         """Start inflating one frame's payload; `inflate()` produces its output in steps. `fin`
         ends the message (§7.2.2: the empty block the sender removed is put back)."""
+        if self._decompressor is None:  # a message's first frame
+            window = self._received_window
+            bits = self._inflate_bits
+            self._decompressor = (zlib.decompressobj(wbits=-bits, zdict=window) if window
+                                  else zlib.decompressobj(wbits=-bits))
         self._input = data + _EMPTY_BLOCK if fin else data
         self._input_fin = fin
 
@@ -168,7 +217,11 @@ class PerMessageDeflate:
         """Up to `max_length` (≥ 1) more bytes of the frame's output, and whether that is all
         of it. Never more: what is left stays in zlib's unconsumed input until the next call."""
         decompressor = self._decompressor
+        assert decompressor is not None, "inflate() after feed()"
         out = decompressor.decompress(self._input, max_length)
+        if out and not self.params.client_no_context_takeover:
+            self._received_window = _window_after(self._received_window, out,
+                                                  1 << self._inflate_bits)
         self._input = decompressor.unconsumed_tail
         # Done when every input byte went in and the output did not fill `max_length` (a full
         # output may have more behind it inside zlib, even with the input consumed).
@@ -177,6 +230,6 @@ class PerMessageDeflate:
             raise zlib.error("no progress inflating")  # cannot happen with valid zlib state
         if done:
             self._input = b""
-            if self._input_fin and self.params.client_no_context_takeover:
-                self._decompressor = zlib.decompressobj(wbits=-self._inflate_bits)
+            if self._input_fin:
+                self._decompressor = None  # the window is in _received_window
         return out, done
