@@ -177,10 +177,14 @@ def main() -> None:
                         default="asgiws")
     parser.add_argument("--websocket", action="store_true", help="WebSocket echo round trips, not GETs")
     parser.add_argument("--repo", default=REPO_DIR, help="checkout to run asgiws from (its .venv if any)")
-    parser.add_argument("--requests", type=int, default=3200)
+    parser.add_argument("--requests", type=int,
+                        help="requests [3200], or round trips with --websocket [12800: the 64 handshakes "
+                             "then add ~1 %%]")
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
+    if args.requests is None:
+        args.requests = 12800 if args.websocket else 3200
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     report(profile(args), args.requests, args.top)
