@@ -11,12 +11,15 @@ Why ratios, and why per server CPU-second: absolute figures on a shared 2-core m
 up to 1.8x between minutes, but asgiws and uvicorn measured in the same repeat saw the same
 machine, and dividing by the CPU the server used takes out most of "how much of its core it
 got". A ratio per repeat pairs the two servers of that repeat; the baseline keeps every
-per-repeat ratio, their median, and their noise: half their range over the median.
+per-repeat ratio, their median, and their spread: their range (max - min) over the median.
 
-A change counts as moved when the medians differ by more than the two noises added up (the
-ranges of the two sets of repeats, centred on their medians, do not overlap). Each noise is
-taken as at least NOISE_FLOOR: three repeats can agree by chance more closely than the machine
-really is steady.
+A change counts as moved when the medians differ by more than the two spreads added up; each
+spread is taken as at least NOISE_FLOOR, as three repeats can agree by chance more closely than
+the machine is steady. Why whole ranges and not half ones: two --quick runs of the same code
+(main at 4f23dcb, 2026-12-06, 10 minutes apart, the server waiting 30-70 % of its windows for
+its core) differed beyond the sum of the half-ranges on 5 of 26 ratios, beyond the sum of the
+ranges on 1 (echo32_c64 asgiws/uvicorn, +62 %: every repeat of the second run above every
+repeat of the first). Three repeats see little of the noise between runs minutes apart.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import statistics
 PAIRS = (("asgiws", "uvicorn"), ("asgiws", "picows"), ("asgiws", "raw"))
 SERVERS = ("asgiws", "uvicorn", "picows", "raw")  # what --save-baseline/--compare run
 NOISE_FLOOR = 0.02
-FORMAT = 1  # bumped when the file's layout changes
+FORMAT = 2  # bumped when the file's layout changes (2: "spread", the whole range)
 
 
 def per_cpu_second(result: dict) -> float | None:
@@ -53,10 +56,10 @@ def repeat_ratios(results_num: list[dict], results_den: list[dict], per_cpu: boo
 
 
 def summarize(ratios: list[float]) -> dict:
-    """median, noise (half the range over the median; None with one repeat) and the ratios."""
+    """median, spread (the range over the median; None with one repeat) and the ratios."""
     med = statistics.median(ratios)
-    noise = (max(ratios) - min(ratios)) / 2 / med if len(ratios) > 1 else None
-    return {"median": round(med, 4), "noise": None if noise is None else round(noise, 4),
+    spread = (max(ratios) - min(ratios)) / med if len(ratios) > 1 else None
+    return {"median": round(med, 4), "spread": None if spread is None else round(spread, 4),
             "repeats": [round(r, 4) for r in ratios]}
 
 
@@ -81,7 +84,7 @@ def diff(base: dict, new: dict) -> list[dict]:
     """One row per ratio in either: baseline and new median, relative change, verdict.
 
     verdict: "better" / "worse" (for asgiws: up for throughput, down for memory) when the
-    change exceeds the sum of both noises, "within noise" when it does not, "no noise figure"
+    change exceeds the sum of both spreads, "within noise" when it does not, "no noise figure"
     when either side has a single repeat, "only in baseline" / "only in new" otherwise."""
     rows = []
     for key in list(base) + [k for k in new if k not in base]:
@@ -89,18 +92,18 @@ def diff(base: dict, new: dict) -> list[dict]:
         for pair in list(b_pairs) + [p for p in n_pairs if p not in b_pairs]:
             b, n = b_pairs.get(pair), n_pairs.get(pair)
             row = {"scenario": key, "pair": pair, "base": b and b["median"],
-                   "base_noise": b and b["noise"], "new": n and n["median"],
-                   "new_noise": n and n["noise"], "change": None, "allowed": None}
+                   "base_spread": b and b["spread"], "new": n and n["median"],
+                   "new_spread": n and n["spread"], "change": None, "allowed": None}
             if b is None or n is None:
                 row["verdict"] = "only in new" if b is None else "only in baseline"
                 rows.append(row)
                 continue
             row["change"] = n["median"] / b["median"] - 1
-            if b["noise"] is None or n["noise"] is None:
+            if b["spread"] is None or n["spread"] is None:
                 row["verdict"] = "no noise figure"
                 rows.append(row)
                 continue
-            row["allowed"] = max(b["noise"], NOISE_FLOOR) + max(n["noise"], NOISE_FLOOR)
+            row["allowed"] = max(b["spread"], NOISE_FLOOR) + max(n["spread"], NOISE_FLOOR)
             if abs(row["change"]) <= row["allowed"]:
                 row["verdict"] = "within noise"
             else:
@@ -115,18 +118,18 @@ def format_diff(rows: list[dict]) -> str:
     def pct(x):
         return "—" if x is None else f"{100 * x:+.1f}%"
 
-    def cell(median, noise):
+    def cell(median, spread):
         if median is None:
             return "—"
-        return f"{median:.3f}" + ("" if noise is None else f" ±{100 * noise:.0f}%")
+        return f"{median:.3f}" + ("" if spread is None else f" ({100 * spread:.0f}%)")
 
     lines = [f"{'scenario':22s} {'ratio (per CPU-s)':18s} {'baseline':>14s} {'new':>14s} "
              f"{'change':>8s} {'allowed':>8s}  verdict"]
     for r in rows:
         allowed = "—" if r["allowed"] is None else f"±{100 * r['allowed']:.1f}%"
         lines.append(f"{r['scenario']:22s} {r['pair']:18s} "
-                     f"{cell(r['base'], r['base_noise']):>14s} "
-                     f"{cell(r['new'], r['new_noise']):>14s} "
+                     f"{cell(r['base'], r['base_spread']):>14s} "
+                     f"{cell(r['new'], r['new_spread']):>14s} "
                      f"{pct(r['change']):>8s} {allowed:>8s}  {r['verdict']}")
     moved = [r for r in rows if r["verdict"] in ("better", "worse")]
     lines.append("")

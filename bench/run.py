@@ -724,7 +724,7 @@ def parse_args(argv=None):
                             "; writes no RESULTS.md/results.json")
     group.add_argument("--compare", nargs="?", const=BASELINE, metavar="PATH",
                        help="measure, then print what moved against a stored baseline "
-                            "[bench/baseline.json]; writes no files")
+                            "[bench/baseline.json]; writes its own ratios beside its logs only")
     args = p.parse_args(argv)
     quick = args.quick
     for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3), ("repeats", 5, 3),
@@ -913,26 +913,36 @@ def regression_baseline(args, meta, runs, scenarios, server_names, stored) -> No
     """--save-baseline: write the ratios; --compare: print the diff against `stored`."""
     higher = {s.key: s.higher_is_better for s in scenarios}
     ratios = baseline.ratios_from_runs(runs, higher)
+    record = {"format": baseline.FORMAT,
+              "meta": {"command": meta["command"], "date": meta["date"],
+                       "asgiws": meta["versions"]["asgiws"], "machine": meta["machine"],
+                       "loadavg_end": meta["loadavg_end"], "repeats": args.repeats,
+                       "duration": args.duration, "wrk_duration": args.wrk_duration,
+                       "warmup": args.warmup, "memory_conns": args.memory_conns,
+                       "scenarios": [s.key for s in scenarios], "servers": server_names},
+              "ratios": ratios}
+    # --compare keeps its own figures beside its logs: a baseline for a later --compare PATH.
+    path = args.save_baseline or os.path.join(meta["logdir"], "baseline.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print(f"\nwrote {path}: {sum(map(len, ratios.values()))} ratios over "
+          f"{len(ratios)} scenarios")
     if args.save_baseline:
-        record = {"format": baseline.FORMAT,
-                  "meta": {"command": meta["command"], "date": meta["date"],
-                           "asgiws": meta["versions"]["asgiws"], "machine": meta["machine"],
-                           "loadavg_end": meta["loadavg_end"], "repeats": args.repeats,
-                           "duration": args.duration, "wrk_duration": args.wrk_duration,
-                           "scenarios": [s.key for s in scenarios], "servers": server_names},
-                  "ratios": ratios}
-        with open(args.save_baseline, "w") as f:
-            json.dump(record, f, indent=1)
-            f.write("\n")
-        print(f"\nwrote {args.save_baseline}: {sum(map(len, ratios.values()))} ratios over "
-              f"{len(ratios)} scenarios")
         return
     old = stored["meta"]
     print(f"\nbaseline: {old['asgiws']}, {old['date']} ({old['repeats']} repeats)"
           f"\nnew:      {meta['versions']['asgiws']}, {meta['date']} ({args.repeats} repeats)"
-          "\nmedian per-repeat ratio per server CPU-second (idle_mem: KiB/conn ratio) "
-          "± its noise (half the range of the repeats):\n")
+          "\nmedian per-repeat ratio per server CPU-second (idle_mem: KiB/conn ratio), "
+          "(its spread: max - min of the repeats over the median); moved when the change "
+          "exceeds the two spreads added:\n")
     print(baseline.format_diff(baseline.diff(stored["ratios"], ratios)))
+    settings = ("repeats", "duration", "warmup", "wrk_duration", "memory_conns")
+    differ = [f"{k} {old.get(k)} -> {record['meta'][k]}" for k in settings
+              if old.get(k) != record["meta"][k]]
+    if differ:
+        print("warning: not measured as the baseline was (" + ", ".join(differ) + "): "
+              "a change may come from that")
 
 
 def report(args, meta, runs, findings, scenarios, server_names) -> int:

@@ -29,7 +29,7 @@ def test_ratios_are_per_cpu_second_and_paired_by_repeat():
     entry = out["echo32_c64"]["asgiws/uvicorn"]
     assert entry["repeats"] == [4.0, 2.0]
     assert entry["median"] == 3.0
-    assert entry["noise"] == pytest.approx(1 / 3, abs=1e-4)  # half the range over the median
+    assert entry["spread"] == pytest.approx(2 / 3, abs=1e-4)  # the range over the median
     assert entry["higher_is_better"] is True
 
 
@@ -37,20 +37,20 @@ def test_memory_is_compared_as_the_value_and_ceilings_only_where_measured():
     runs = {"idle_mem": {"asgiws": [run(0, 5.0, None)], "uvicorn": [run(0, 12.5, None)]},
             "pipe32": {"asgiws": [run(0, 100.0)], "raw": [run(0, 400.0)]}}
     out = baseline.ratios_from_runs(runs, {"idle_mem": False, "pipe32": True})
-    assert out["idle_mem"] == {"asgiws/uvicorn": {"median": 0.4, "noise": None, "repeats": [0.4],
+    assert out["idle_mem"] == {"asgiws/uvicorn": {"median": 0.4, "spread": None, "repeats": [0.4],
                                                   "higher_is_better": False}}
     assert list(out["pipe32"]) == ["asgiws/raw"]
 
 
-def entry(median, noise, higher=True):
-    return {"median": median, "noise": noise, "repeats": [], "higher_is_better": higher}
+def entry(median, spread, higher=True):
+    return {"median": median, "spread": spread, "repeats": [], "higher_is_better": higher}
 
 
 def verdicts(base, new):
     return {(r["scenario"], r["pair"]): r["verdict"] for r in baseline.diff(base, new)}
 
 
-def test_a_change_beyond_both_noises_moved_and_within_them_did_not():
+def test_a_change_beyond_both_spreads_moved_and_within_them_did_not():
     base = {"a": {"asgiws/uvicorn": entry(2.0, 0.05)}, "b": {"asgiws/uvicorn": entry(2.0, 0.05)},
             "c": {"asgiws/uvicorn": entry(2.0, 0.05)}}
     new = {"a": {"asgiws/uvicorn": entry(2.3, 0.05)},   # +15 % > 5 % + 5 %
