@@ -130,9 +130,11 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def tcp_inodes(port: int) -> tuple[set[int], set[int]]:
-    """(listening, established) inodes of the TCP sockets whose local port is `port`."""
-    listening, established = set(), set()
+def tcp_inodes(port: int) -> tuple[set[int], set[int], int]:
+    """(listening, established) inodes of the TCP sockets whose local port is `port`, and how
+    many established ones have no inode: the kernel completed their handshake but no process
+    has accepted them yet (they wait in the listening socket's queue)."""
+    listening, established, queued = set(), set(), 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -140,28 +142,31 @@ def tcp_inodes(port: int) -> tuple[set[int], set[int]]:
                 for line in f:
                     fields = line.split()
                     local, state, inode = fields[1], fields[3], int(fields[9])
-                    if int(local.rsplit(":", 1)[1], 16) != port or inode == 0:
+                    if int(local.rsplit(":", 1)[1], 16) != port:
                         continue
-                    if state == "0A":
+                    if state == "01" and inode == 0:
+                        queued += 1
+                    elif state == "0A":
                         listening.add(inode)
                     elif state == "01":
                         established.add(inode)
         except OSError:
             continue
-    return listening, established
+    return listening, established, queued
 
 
 def worker_pids(root: int, port: int) -> list[int]:
     """The processes under `root` (not root itself) that hold the listening socket: the
     workers of a supervisor (asgiws's and uvicorn's both keep it open in the supervisor too)."""
-    listening, _ = tcp_inodes(port)
+    listening, _, _ = tcp_inodes(port)
     return sorted(pid for pid in proc_tree(root)
                   if pid != root and socket_inodes(pid) & listening)
 
 
-def connections_per_worker(workers: list[int], port: int) -> list[int]:
-    _, established = tcp_inodes(port)
-    return [len(socket_inodes(pid) & established) for pid in workers]
+def connections_per_worker(workers: list[int], port: int) -> tuple[list[int], int]:
+    """(established connections each worker holds, connections not accepted yet)."""
+    _, established, queued = tcp_inodes(port)
+    return [len(socket_inodes(pid) & established) for pid in workers], queued
 
 
 class Probe:
@@ -188,7 +193,8 @@ class Probe:
         if self.workers:
             self.out["cpu_per_worker"] = [round(100.0 * (b - a) / clk / wall, 1)
                                           for a, b in zip(self.w0, w1)]
-            self.out["conns_per_worker"] = connections_per_worker(self.workers, self.port)
+            self.out["conns_per_worker"], self.out["conns_queued"] = \
+                connections_per_worker(self.workers, self.port)
         for name in self.others:
             self.out[f"{name}_cpu"] = round(100.0 * (o1[name] - self.o0[name]) / clk / wall, 1)
 
@@ -440,7 +446,8 @@ def describe(result: dict, cell: Cell) -> str:
     text = (f"{run.fmt_value(result['value'])} {UNITS[cell.kind]}  srv {result['server_cpu']}% "
             f"(w{result.get('server_wait')}) cli {result['client_cpu']}%")
     if "conns_per_worker" in result:
-        text += f"  conns/worker {result['conns_per_worker']} cpu/worker {result['cpu_per_worker']}"
+        text += (f"  conns/worker {result['conns_per_worker']} (+{result['conns_queued']} "
+                 f"queued) cpu/worker {result['cpu_per_worker']}")
     if "nginx_cpu" in result:
         text += f"  nginx {result['nginx_cpu']}%"
     if result.get("warnings"):
@@ -476,9 +483,11 @@ def summarize(runs: dict) -> list[dict]:
 
 
 def spread_text(results: list[dict]) -> str:
-    """Connections per worker in every repeat: "33/31 40/24 32/32"."""
-    return " ".join("/".join(map(str, r["conns_per_worker"])) for r in results
-                    if "conns_per_worker" in r) or "—"
+    """Connections per worker in every repeat, and those not accepted yet when there were any:
+    "33/31, 40/24, 300/450 +250"."""
+    return ", ".join("/".join(map(str, r["conns_per_worker"]))
+                     + (f" +{r['conns_queued']}" if r.get("conns_queued") else "")
+                     for r in results if "conns_per_worker" in r) or "—"
 
 
 def render(rows: list[dict], meta: dict, skipped: dict[str, str]) -> str:
@@ -514,8 +523,9 @@ def render(rows: list[dict], meta: dict, skipped: dict[str, str]) -> str:
     spread = [row for row in rows if row["setup"].workers > 1]
     if spread:
         L += ["", "Connections per worker under `--workers 2`, counted at the end of the "
-              "measured window in each repeat (established sockets each worker holds), and "
-              "each worker's CPU (% of one core) in the best repeat:", "",
+              "measured window in each repeat (established sockets each worker holds; "
+              "+N: connections the kernel had established that no worker had accepted yet), "
+              "and each worker's CPU (% of one core) in the best repeat:", "",
               "| scenario | asgiws conns/worker | asgiws CPU/worker | uvicorn conns/worker "
               "| uvicorn CPU/worker |", "|---|---|---|---|---|"]
         for row in spread:
