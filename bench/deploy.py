@@ -478,6 +478,7 @@ def summarize(runs: dict) -> list[dict]:
                       for k in a.keys() & u.keys()
                       if a[k].get("server_cpu") and u[k].get("server_cpu")]
             row["paired_cpu_ratio"] = statistics.median(paired) if paired else None
+            row["paired_range"] = (min(paired), max(paired)) if len(paired) > 1 else None
             rows.append(row)
     return rows
 
@@ -500,7 +501,8 @@ def render(rows: list[dict], meta: dict, skipped: dict[str, str]) -> str:
          "Value = best repeat (its server CPU, % of one core, in brackets); per CPU-s = that "
          "value ÷ the server's CPU share (every process of the server). Ratio = asgiws ÷ "
          "uvicorn: of the best values, then of the per-CPU-second figures as the median of "
-         "the per-repeat ratios. Setups are in the `bench/deploy.py` docstring.",
+         "the per-repeat ratios (their range in brackets). Setups are in the "
+         "`bench/deploy.py` docstring.",
          "",
          "| setup | scenario | asgiws | asgiws per CPU-s | uvicorn | uvicorn per CPU-s "
          "| ratio | ratio per CPU-s (paired) |",
@@ -517,9 +519,11 @@ def render(rows: list[dict], meta: dict, skipped: dict[str, str]) -> str:
             cells.append(run.fmt_value(agg.get("per_cpu_s")))
         a, u = row["best"].get("asgiws"), row["best"].get("uvicorn")
         r = f"{a['value'] / u['value']:.2f}×" if a and u else "—"
-        rp = row["paired_cpu_ratio"]
+        rp, span = row["paired_cpu_ratio"], row["paired_range"]
+        paired = "—" if rp is None else f"{rp:.2f}×" + (
+            f" ({span[0]:.2f}–{span[1]:.2f})" if span else "")
         L.append(f"| {row['setup'].key} | {row['cell'].title} | " + " | ".join(cells)
-                 + f" | {r} | {'—' if rp is None else f'{rp:.2f}×'} |")
+                 + f" | {r} | {paired} |")
     spread = [row for row in rows if row["setup"].workers > 1]
     if spread:
         L += ["", "Connections per worker under `--workers 2`, counted at the end of the "
