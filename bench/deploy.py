@@ -1,6 +1,6 @@
 """Deployment-shaped figures: asgiws against uvicorn with --workers 2, behind nginx, and with TLS.
 
-    python bench/deploy.py                  # every setup, 3 repeats (~5 minutes)
+    python bench/deploy.py                  # every setup, 3 repeats (~4 minutes)
     python bench/deploy.py --setups tls --repeats 1 --no-write     # a smoke test
     flock /tmp/bench.lock python bench/deploy.py                   # figures for the record
 
