@@ -15,7 +15,7 @@ Writes a table into bench/RESULTS.md between <!-- deploy:start --> and <!-- depl
            per server CPU-second (every process of the server, supervisor included). Beside
            it, how the kernel spread the connections over the two workers (both accept on one
            shared listening socket, in both servers): established connections counted per
-           worker from /proc/PID/fd and /proc/net/tcp as the window ends, with 64 and
+           worker from /proc/PID/fd and /proc/net/tcp inside the window, with 64 and
            with 1000 client connections, and each worker's share of the server's CPU
   nginx    docs/nginx/asgiws.conf, the config tests/test_nginx.py runs, with only its ports,
            upstream addresses and certificate paths substituted (so TLS ends at nginx, which
@@ -170,9 +170,9 @@ def connections_per_worker(workers: list[int], port: int) -> tuple[list[int], in
 
 
 class Probe:
-    """Sampled at the start and end of the measured window: each worker's share of the
-    server's CPU, the CPU of `others` (nginx), and each worker's connections at the end (wrk
-    may still be connecting its 1000 at the start of a loaded machine's window)."""
+    """Sampled at the start and end of the measured window (start(), stop()): each worker's
+    share of the server's CPU and the CPU of `others` (nginx); count(), once inside the
+    window, when every client connection is open: each worker's connections."""
 
     def __init__(self, workers: list[int], port: int, others: dict[str, list[int]]):
         self.workers, self.port, self.others = workers, port, others
@@ -193,6 +193,9 @@ class Probe:
         if self.workers:
             self.out["cpu_per_worker"] = [round(100.0 * (b - a) / clk / wall, 1)
                                           for a, b in zip(self.w0, w1)]
+
+    def count(self) -> None:
+        if self.workers:
             self.out["conns_per_worker"], self.out["conns_queued"] = \
                 connections_per_worker(self.workers, self.port)
         for name in self.others:
@@ -224,6 +227,7 @@ def run_ws(running: srv.Running, url: str, conns: int, cores: str, probe: Probe,
                     probe.start()
                 elif line == '{"event": "window-end"}':
                     probe.stop()
+                    probe.count()  # the loadgen keeps its connections open a moment for this
                 elif line:
                     last = line
                 if time.monotonic() > deadline:
@@ -526,8 +530,8 @@ def render(rows: list[dict], meta: dict, skipped: dict[str, str]) -> str:
                  + f" | {r} | {paired} |")
     spread = [row for row in rows if row["setup"].workers > 1]
     if spread:
-        L += ["", "Connections per worker under `--workers 2`, counted at the end of the "
-              "measured window in each repeat (established sockets each worker holds; "
+        L += ["", "Connections per worker under `--workers 2`, counted once inside the "
+              "measured window of each repeat (WebSocket: at its end; wrk: halfway) (established sockets each worker holds; "
               "+N: connections the kernel had established that no worker had accepted yet), "
               "and each worker's CPU (% of one core) in the best repeat:", "",
               "| scenario | asgiws conns/worker | asgiws CPU/worker | uvicorn conns/worker "

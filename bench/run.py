@@ -206,7 +206,8 @@ def run_wrk(running: srv.Running, duration: float, timeout: float, url: str | No
             probe=None) -> dict:
     """wrk -t1 -c64 on core 1 (bench/deploy.py: other url, threads, connections and cores);
     CPU of server and wrk sampled inside the run, while both live. probe: an object whose
-    start() and stop() are called at those two samples, and whose result() is added."""
+    start() and stop() are called at those two samples, count() halfway between them, and
+    whose result() is added."""
     pids = proc_tree(running.pid)
     clk = os.sysconf("SC_CLK_TCK")
     argv = ["taskset", "-c", cores, WRK, f"-t{threads}", f"-c{conns}", f"-d{duration:g}s",
@@ -230,12 +231,20 @@ def _wrk_measure(proc, pids, duration, timeout, clk, probe=None) -> dict:
     start = time.monotonic()
     margin = min(0.5, duration / 5)
     snaps = []
-    for at in (margin, duration - margin):
+    points = [(margin, "start"), (duration - margin, "stop")]
+    if probe is not None:
+        # Halfway, not at the end: on a loaded machine a count that starts near the end of
+        # the window can finish after wrk has closed its connections.
+        points.insert(1, (duration / 2, "count"))
+    for at, what in points:
         time.sleep(max(0.0, start + at - time.monotonic()))
+        if what == "count":
+            probe.count()
+            continue
         snaps.append((time.perf_counter(), cpu_ticks(pids), sched_wait_ns(pids)[1],
                       cpu_ticks([proc.pid]), sched_wait_ns([proc.pid])[1]))
         if probe is not None:
-            (probe.start if len(snaps) == 1 else probe.stop)()
+            (probe.start if what == "start" else probe.stop)()
     try:
         out, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
     except subprocess.TimeoutExpired:
