@@ -193,13 +193,13 @@ class Probe:
         if self.workers:
             self.out["cpu_per_worker"] = [round(100.0 * (b - a) / clk / wall, 1)
                                           for a, b in zip(self.w0, w1)]
+        for name in self.others:
+            self.out[f"{name}_cpu"] = round(100.0 * (o1[name] - self.o0[name]) / clk / wall, 1)
 
     def count(self) -> None:
         if self.workers:
             self.out["conns_per_worker"], self.out["conns_queued"] = \
                 connections_per_worker(self.workers, self.port)
-        for name in self.others:
-            self.out[f"{name}_cpu"] = round(100.0 * (o1[name] - self.o0[name]) / clk / wall, 1)
 
     def result(self) -> dict:
         return self.out
