@@ -1,7 +1,7 @@
 """WebSocket/HTTP server benchmark: asgiws against uvicorn, hypercorn, granian and two ceilings.
 
     python bench/run.py                       # everything, ~23 minutes
-    python bench/run.py --quick               # everything, briefly (3 repeats of 1 s windows)
+    python bench/run.py --quick               # everything, briefly (~2 minutes): a smoke test
     python bench/run.py --quick --save-baseline   # store per-CPU-second ratios + their noise
     python bench/run.py --quick --compare         # ... and later: what moved beyond the noise
     python bench/run.py --servers asgiws,uvicorn --scenarios echo32_c64,pipe32
@@ -703,7 +703,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--quick", action="store_true",
-                   help="short: 3 repeats, 1 s windows, 1000 idle connections, wrk 2 s")
+                   help="short: 1 repeat (3 with --save-baseline/--compare, which need the "
+                        "spread of the repeats), 1 s windows, 1000 idle connections, wrk 2 s")
     p.add_argument("--servers",
                    help="comma-separated, from: " + ", ".join(srv.SERVER_ORDER)
                    + " [all; with --save-baseline/--compare: " + ",".join(baseline.SERVERS) + "]")
@@ -712,7 +713,7 @@ def parse_args(argv=None):
                    + " [all; with --compare: the baseline's]")
     p.add_argument("--duration", type=float, help="measured seconds per run [3; quick 1]")
     p.add_argument("--warmup", type=float, help="seconds of load before measuring [1; quick 0.3]")
-    p.add_argument("--repeats", type=int, help="runs per cell [5; quick 1]")
+    p.add_argument("--repeats", type=int, help="runs per cell [5; quick 1, or 3 for a baseline]")
     p.add_argument("--memory-conns", type=int, help="idle connections [5000; quick 1000]")
     p.add_argument("--memory-repeats", type=int, default=1,
                    help="repeats (the first N) that also measure idle memory [1]")
@@ -736,11 +737,12 @@ def parse_args(argv=None):
                             "[bench/baseline.json]; writes its own ratios beside its logs only")
     args = p.parse_args(argv)
     quick = args.quick
-    for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3), ("repeats", 5, 3),
+    baseline_mode = args.save_baseline or args.compare
+    for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3),
+                              ("repeats", 5, 3 if baseline_mode else 1),
                               ("memory_conns", 5000, 1000), ("wrk_duration", 5.0, 2.0)):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
-    baseline_mode = args.save_baseline or args.compare
     if args.servers is None:
         args.servers = ",".join(baseline.SERVERS if baseline_mode else srv.SERVER_ORDER)
     if baseline_mode:
