@@ -21,9 +21,10 @@ Modes (all messages binary; the payload is `size` bytes):
   raw-rr / raw-pipe   as rr / pipe against a raw TCP echo: the same masked WebSocket frames are
               written and the client counts reflected bytes (a frame's length is one message)
 
-Measurement: connections are opened, then `warmup` seconds of load, then counters and CPU times
-(utime+stime from /proc/PID/stat of every process in the server's process tree, and of this
-process) are read at the start and end of a `duration`-second window.
+A wss:// url is spoken over TLS without checking the certificate (the benchmark's are
+self-signed). Measurement: connections are opened, then `warmup` seconds of load, then counters
+and CPU times (utime+stime from /proc/PID/stat of every process in the server's process tree, and
+of this process) are read at the start and end of a `duration`-second window.
 """
 
 from __future__ import annotations
@@ -319,6 +320,10 @@ async def connect_all(factories, url: str, spec: dict, parallel: int = 200):
 
     if "use_aiofastnet" in inspect.signature(ws_connect).parameters:
         kwargs["use_aiofastnet"] = spec.get("client_transport", "uvloop") == "aiofastnet"
+    if url.startswith("wss:"):
+        from servers import unverified_tls_context
+
+        kwargs["ssl_context"] = unverified_tls_context()
     errors: list[str] = []
 
     async def one(factory):
@@ -340,14 +345,25 @@ async def connect_all(factories, url: str, spec: dict, parallel: int = 200):
     return [r for r in results if r is not None], errors
 
 
+def _event(spec: dict, name: str) -> None:
+    """With "events" in the spec, a line on stdout the moment the measured window starts and
+    ends: bench/deploy.py samples the server's connections and its other processes then."""
+    if spec.get("events"):
+        print(json.dumps({"event": name}), flush=True)
+
+
 async def measure(stats: Stats, spec: dict, server_pid: int | None) -> dict:
     await asyncio.sleep(spec["warmup"])
     m0, b0, s0 = stats.messages, stats.bytes, stats.sent
     window = CpuWindow(server_pid)
+    _event(spec, "window-start")
     await asyncio.sleep(spec["duration"])
     m1, b1, s1 = stats.messages, stats.bytes, stats.sent
     cpu = window.stop()
     stats.running = False
+    _event(spec, "window-end")
+    if spec.get("events"):
+        await asyncio.sleep(0.5)  # connections stay open while the parent counts them
     rate = (m1 - m0) / cpu["wall"]
     out = {"value": rate, "messages": m1 - m0, **cpu}
     if s1 != s0:  # broadcast: deliveries per message sent, should be the number of clients

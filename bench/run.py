@@ -3,6 +3,8 @@ two ceilings.
 
     python bench/run.py                       # everything, ~23 minutes
     python bench/run.py --quick               # everything, briefly (~2 minutes): a smoke test
+    python bench/run.py --quick --save-baseline   # store per-CPU-second ratios + their noise
+    python bench/run.py --quick --compare         # ... and later: what moved beyond the noise
     python bench/run.py --servers asgiws,uvicorn --scenarios echo32_c64,pipe32
     python bench/run.py --list                # servers and scenarios
     python bench/run.py --render bench/results.json   # re-render RESULTS.md/png, no measuring
@@ -25,6 +27,12 @@ targets near their line (pipelined 1 MiB, HTTP, echo 64 conns) flipped from run 
 Writes bench/RESULTS.md (between the <!-- results:start --> / <!-- results:end --> markers; the
 rest of the file is kept), bench/results.png and bench/results.json, and prints the tables and
 one PASS/FAIL line per acceptance target.
+
+--save-baseline / --compare (bench/baseline.py; the workflow is in bench/README.md, "Before and
+after a hot-path change") run asgiws, uvicorn and the two ceilings only, measure idle memory in
+every repeat, and write no RESULTS.md/results.json: --save-baseline writes bench/baseline.json,
+--compare prints, per scenario and ratio, the baseline, the new figure, the change and whether
+it moved beyond the noise of both.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import baseline  # noqa: E402
 import servers as srv  # noqa: E402
 from loadgen import proc_tree  # noqa: E402,F401
 
@@ -55,6 +64,7 @@ BENCH_DIR = srv.BENCH_DIR
 WRK = "/usr/bin/wrk"
 MARK_START = "<!-- results:start -->"
 MARK_END = "<!-- results:end -->"
+BASELINE = os.path.join(BENCH_DIR, "baseline.json")
 CLIENT_BOUND_CLIENT = 90.0  # client CPU % at or above which ...
 CLIENT_BOUND_SERVER = 85.0  # ... with the server below this, the run is client-bound
 
@@ -196,17 +206,22 @@ def run_loadgen(spec: dict, timeout: float, logdir: str, tag: str,
         return {"error": f"load generator failed (exit {proc.returncode}): {tail}"}
 
 
-def run_wrk(running: srv.Running, duration: float, timeout: float) -> dict:
-    """wrk -t1 -c64 on core 1; CPU of server and wrk sampled inside the run, while both live."""
+def run_wrk(running: srv.Running, duration: float, timeout: float, url: str | None = None,
+            threads: int = 1, conns: int = 64, cores: str = srv.CLIENT_CORE,
+            probe=None) -> dict:
+    """wrk -t1 -c64 on core 1 (bench/deploy.py: other url, threads, connections and cores);
+    CPU of server and wrk sampled inside the run, while both live. probe: an object whose
+    start() and stop() are called at those two samples, count() halfway between them, and
+    whose result() is added."""
     pids = proc_tree(running.pid)
     clk = os.sysconf("SC_CLK_TCK")
-    argv = ["taskset", "-c", srv.CLIENT_CORE, WRK, "-t1", "-c64", f"-d{duration:g}s",
-            f"http://127.0.0.1:{running.port}/"]
+    argv = ["taskset", "-c", cores, WRK, f"-t{threads}", f"-c{conns}", f"-d{duration:g}s",
+            url or f"http://127.0.0.1:{running.port}/"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     _CLIENTS.append(proc)
     try:
-        return _wrk_measure(proc, pids, duration, timeout, clk)
+        return _wrk_measure(proc, pids, duration, timeout, clk, probe)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -215,16 +230,26 @@ def run_wrk(running: srv.Running, duration: float, timeout: float) -> dict:
             _CLIENTS.remove(proc)
 
 
-def _wrk_measure(proc, pids, duration, timeout, clk) -> dict:
+def _wrk_measure(proc, pids, duration, timeout, clk, probe=None) -> dict:
     from loadgen import cpu_ticks, sched_wait_ns
 
     start = time.monotonic()
     margin = min(0.5, duration / 5)
     snaps = []
-    for at in (margin, duration - margin):
+    points = [(margin, "start"), (duration - margin, "stop")]
+    if probe is not None:
+        # Halfway, not at the end: on a loaded machine a count that starts near the end of
+        # the window can finish after wrk has closed its connections.
+        points.insert(1, (duration / 2, "count"))
+    for at, what in points:
         time.sleep(max(0.0, start + at - time.monotonic()))
+        if what == "count":
+            probe.count()
+            continue
         snaps.append((time.perf_counter(), cpu_ticks(pids), sched_wait_ns(pids)[1],
                       cpu_ticks([proc.pid]), sched_wait_ns([proc.pid])[1]))
+        if probe is not None:
+            (probe.start if what == "start" else probe.stop)()
     try:
         out, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
     except subprocess.TimeoutExpired:
@@ -251,6 +276,8 @@ def _wrk_measure(proc, pids, duration, timeout, clk) -> dict:
         if found:
             result[key] = found.group(1).strip()
             result.setdefault("warnings", []).append(f"wrk {key}: {found.group(1).strip()}")
+    if probe is not None:
+        result.update(probe.result())
     return result
 
 
@@ -685,14 +712,17 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 1 repeat, 1 s windows, 1000 idle connections, wrk 2 s")
-    p.add_argument("--servers", default=",".join(srv.SERVER_ORDER),
-                   help="comma-separated, from: " + ", ".join(srv.SERVER_ORDER))
-    p.add_argument("--scenarios", default=",".join(SCENARIO_BY_KEY),
-                   help="comma-separated, from: " + ", ".join(SCENARIO_BY_KEY))
+                   help="short: 1 repeat (3 with --save-baseline/--compare, which need the "
+                        "spread of the repeats), 1 s windows, 1000 idle connections, wrk 2 s")
+    p.add_argument("--servers",
+                   help="comma-separated, from: " + ", ".join(srv.SERVER_ORDER)
+                   + " [all; with --save-baseline/--compare: " + ",".join(baseline.SERVERS) + "]")
+    p.add_argument("--scenarios",
+                   help="comma-separated, from: " + ", ".join(SCENARIO_BY_KEY)
+                   + " [all; with --compare: the baseline's]")
     p.add_argument("--duration", type=float, help="measured seconds per run [3; quick 1]")
     p.add_argument("--warmup", type=float, help="seconds of load before measuring [1; quick 0.3]")
-    p.add_argument("--repeats", type=int, help="runs per cell [5; quick 1]")
+    p.add_argument("--repeats", type=int, help="runs per cell [5; quick 1, or 3 for a baseline]")
     p.add_argument("--memory-conns", type=int, help="idle connections [5000; quick 1000]")
     p.add_argument("--memory-repeats", type=int, default=1,
                    help="repeats (the first N) that also measure idle memory [1]")
@@ -707,12 +737,28 @@ def parse_args(argv=None):
     p.add_argument("--list", action="store_true", help="list servers and scenarios and exit")
     p.add_argument("--render", metavar="JSON",
                    help="measure nothing: rewrite RESULTS.md and the chart from a results.json")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--save-baseline", nargs="?", const=BASELINE, metavar="PATH",
+                       help="store the per-CPU-second ratios and their noise [bench/baseline.json]"
+                            "; writes no RESULTS.md/results.json")
+    group.add_argument("--compare", nargs="?", const=BASELINE, metavar="PATH",
+                       help="measure, then print what moved against a stored baseline "
+                            "[bench/baseline.json]; writes its own ratios beside its logs only")
     args = p.parse_args(argv)
     quick = args.quick
-    for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3), ("repeats", 5, 1),
+    baseline_mode = args.save_baseline or args.compare
+    for name, full, short in (("duration", 3.0, 1.0), ("warmup", 1.0, 0.3),
+                              ("repeats", 5, 3 if baseline_mode else 1),
                               ("memory_conns", 5000, 1000), ("wrk_duration", 5.0, 2.0)):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
+    if args.servers is None:
+        args.servers = ",".join(baseline.SERVERS if baseline_mode else srv.SERVER_ORDER)
+    if baseline_mode:
+        # The baseline's figures are per-repeat ratios: every repeat measures every cell,
+        # idle memory included; and a short run is no record for RESULTS.md.
+        args.memory_repeats = args.repeats
+        args.no_write = True
     return args
 
 
@@ -726,6 +772,22 @@ def main(argv=None) -> int:
         for scn in SCENARIOS:
             print(f"scenario {scn.key:20s} {scn.title} [{scn.unit}]")
         return 0
+    stored = None
+    if args.compare:
+        try:
+            with open(args.compare) as f:
+                stored = json.load(f)
+        except (OSError, ValueError) as exc:
+            print(f"cannot read the baseline {args.compare}: {exc}", file=sys.stderr)
+            return 2
+        if stored.get("format") != baseline.FORMAT:
+            print(f"{args.compare} has format {stored.get('format')}, this run.py writes "
+                  f"{baseline.FORMAT}: save a new baseline", file=sys.stderr)
+            return 2
+        if args.scenarios is None:
+            args.scenarios = ",".join(stored["meta"]["scenarios"])
+    if args.scenarios is None:
+        args.scenarios = ",".join(SCENARIO_BY_KEY)
     server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
     scenario_keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [n for n in server_names if n not in srv.SERVERS] + \
@@ -866,7 +928,46 @@ def main(argv=None) -> int:
         findings[name] = [f"{line} (×{n})" if n > 1 else line for line, n in counts.items()]
         if not findings[name]:
             del findings[name]
-    return report(args, meta, runs, findings, scenarios, server_names)
+    status = report(args, meta, runs, findings, scenarios, server_names)
+    if args.save_baseline or args.compare:
+        regression_baseline(args, meta, runs, scenarios, server_names, stored)
+    return status
+
+
+def regression_baseline(args, meta, runs, scenarios, server_names, stored) -> None:
+    """--save-baseline: write the ratios; --compare: print the diff against `stored`."""
+    higher = {s.key: s.higher_is_better for s in scenarios}
+    ratios = baseline.ratios_from_runs(runs, higher)
+    record = {"format": baseline.FORMAT,
+              "meta": {"command": meta["command"], "date": meta["date"],
+                       "asgiws": meta["versions"]["asgiws"], "machine": meta["machine"],
+                       "loadavg_end": meta["loadavg_end"], "repeats": args.repeats,
+                       "duration": args.duration, "wrk_duration": args.wrk_duration,
+                       "warmup": args.warmup, "memory_conns": args.memory_conns,
+                       "scenarios": [s.key for s in scenarios], "servers": server_names},
+              "ratios": ratios}
+    # --compare keeps its own figures beside its logs: a baseline for a later --compare PATH.
+    path = args.save_baseline or os.path.join(meta["logdir"], "baseline.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    print(f"\nwrote {path}: {sum(map(len, ratios.values()))} ratios over "
+          f"{len(ratios)} scenarios")
+    if args.save_baseline:
+        return
+    old = stored["meta"]
+    print(f"\nbaseline: {old['asgiws']}, {old['date']} ({old['repeats']} repeats)"
+          f"\nnew:      {meta['versions']['asgiws']}, {meta['date']} ({args.repeats} repeats)"
+          "\nmedian per-repeat ratio per server CPU-second (idle_mem: KiB/conn ratio), "
+          "(its spread: max - min of the repeats over the median); moved when the change "
+          "exceeds the two spreads added:\n")
+    print(baseline.format_diff(baseline.diff(stored["ratios"], ratios)))
+    settings = ("repeats", "duration", "warmup", "wrk_duration", "memory_conns")
+    differ = [f"{k} {old.get(k)} -> {record['meta'][k]}" for k in settings
+              if old.get(k) != record["meta"][k]]
+    if differ:
+        print("warning: not measured as the baseline was (" + ", ".join(differ) + "): "
+              "a change may come from that")
 
 
 def report(args, meta, runs, findings, scenarios, server_names) -> int:
@@ -878,8 +979,9 @@ def report(args, meta, runs, findings, scenarios, server_names) -> int:
                 table.setdefault(scn.key, {})[name] = agg
     targets = evaluate_targets(table, runs)
     body = render_markdown(table, scenarios, server_names, meta, findings, targets)
-    print()
-    print(body)
+    if not (getattr(args, "save_baseline", None) or getattr(args, "compare", None)):
+        print()  # a baseline run prints its ratios instead (the cells went to stderr)
+        print(body)
     if not args.no_write:
         write_results_md(args.output, body)
         chart_err = write_chart(args.chart, table, scenarios, server_names,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import contextlib
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -177,12 +179,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ws_handshake_ok(port: int, path: str, timeout: float) -> bool:
+def unverified_tls_context() -> ssl.SSLContext:
+    """A client context that accepts any certificate: the benchmark's are self-signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _ws_handshake_ok(port: int, path: str, timeout: float, tls: bool = False) -> bool:
     key = base64.b64encode(os.urandom(16)).decode()
     request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+        if tls:
+            s = stack.enter_context(unverified_tls_context().wrap_socket(s))
         s.settimeout(timeout)
         s.sendall(request)
         data = b""
@@ -205,14 +218,18 @@ def _raw_echo_ok(port: int, timeout: float) -> bool:
 
 
 class Running:
-    """One server process (group) serving one app."""
+    """One server process (group) serving one app. bench/deploy.py adds arguments (--workers 2,
+    --ssl-certfile ...), other cores, and tls=True for a server that speaks only TLS."""
 
-    def __init__(self, server: Server, app: str, backlog: int, log_path: str):
+    def __init__(self, server: Server, app: str, backlog: int, log_path: str,
+                 extra_args: tuple = (), cores: str = SERVER_CORE, tls: bool = False):
         self.server = server
         self.app = app
         self.port = free_port()
         self.log_path = log_path
-        self.argv = ["taskset", "-c", SERVER_CORE] + server.command(app, self.port, backlog)
+        self.tls = tls
+        self.argv = (["taskset", "-c", cores] + server.command(app, self.port, backlog)
+                     + list(extra_args))
         repo = server.repo() if server.repo is not None else REPO_DIR
         env = dict(os.environ)
         env["PYTHONPATH"] = BENCH_DIR + os.pathsep + repo
@@ -230,7 +247,7 @@ class Running:
         return self.proc.pid
 
     def url(self, path: str = "/") -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -247,7 +264,7 @@ class Running:
                 if self.server.kind == "raw":
                     if _raw_echo_ok(self.port, 2.0):
                         return None
-                elif _ws_handshake_ok(self.port, path, 2.0):
+                elif _ws_handshake_ok(self.port, path, 2.0, self.tls):
                     time.sleep(0.2)  # let the server finish with the probe connection
                     return None
                 last = "handshake refused"
