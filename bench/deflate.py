@@ -55,14 +55,14 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import run  # noqa: E402
 import servers as srv  # noqa: E402
-from loadgen import CpuWindow, mask_bytes, proc_tree, rss_bytes  # noqa: E402
+from loadgen import CpuWindow, client_frame, proc_tree, rss_bytes  # noqa: E402
 
 MESSAGE_SIZE = 1024
 SEED = 7692  # RFC 7692
 MARK_START = "<!-- deflate:start -->"
 MARK_END = "<!-- deflate:end -->"
-MASK = b"\x37\xfa\x21\x3d"
 EMPTY_BLOCK = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: removed by the sender, put back to inflate
 OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium and Firefox send
 
@@ -177,17 +177,7 @@ def parse_extension(header: str) -> dict:
 
 def client_text_frame(payload: bytes, compressed: bool) -> bytes:
     """One masked, final text frame (RSV1 when compressed)."""
-    n = len(payload)
-    head = bytearray([0x81 | (0x40 if compressed else 0)])
-    if n < 126:
-        head.append(0x80 | n)
-    elif n < 65536:
-        head.append(0x80 | 126)
-        head += n.to_bytes(2, "big")
-    else:
-        head.append(0x80 | 127)
-        head += n.to_bytes(8, "big")
-    return bytes(head) + MASK + mask_bytes(payload, MASK)
+    return client_frame(payload, 0x1, rsv1=compressed)
 
 
 class ClientSequence:
@@ -652,21 +642,6 @@ def render(table: dict, servers: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(path: str, body: str) -> None:
-    """Replace the text between this scenario's markers (bench/run.py keeps what is outside its
-    own); append the block when the markers are not there yet."""
-    block = f"{MARK_START}\n{body}{MARK_END}"
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## permessage-deflate (bench/deflate.py)\n\n" + block + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def driver(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description="permessage-deflate echo benchmark")
     p.add_argument("--servers", default=",".join(SERVERS))
@@ -712,7 +687,8 @@ def driver(argv: list[str]) -> int:
     body = render(table, servers, meta)
     print(body)
     if args.write:
-        write_results(os.path.join(srv.BENCH_DIR, "RESULTS.md"), body)
+        run.write_results_md(os.path.join(srv.BENCH_DIR, "RESULTS.md"), body, MARK_START, MARK_END,
+                             heading="permessage-deflate (bench/deflate.py)")
     return 0
 
 

@@ -558,20 +558,6 @@ def render(rows: list[dict], meta: dict, skipped: dict[str, str]) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_block(path: str, body: str) -> None:
-    block = f"{MARK_START}\n{body}{MARK_END}"
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Deployment-shaped figures (`bench/deploy.py`)\n\n" \
-            + block + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 # ----------------------------------------------------------------------------------- main
 
 
@@ -638,7 +624,8 @@ def main(argv=None) -> int:
     print()
     print(body)
     if not args.no_write:
-        write_block(args.output, body)
+        run.write_results_md(args.output, body, MARK_START, MARK_END,
+                             heading="Deployment-shaped figures (`bench/deploy.py`)")
         print(f"wrote {args.output}")
     return 0
 

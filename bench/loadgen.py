@@ -154,10 +154,10 @@ def mask_bytes(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
 
 
-def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
-    """One masked, final client frame."""
+def client_frame(payload: bytes, opcode: int = 0x2, rsv1: bool = False) -> bytes:
+    """One masked, final client frame (RSV1: a permessage-deflate compressed message)."""
     n = len(payload)
-    head = bytearray([0x80 | opcode])
+    head = bytearray([0x80 | (0x40 if rsv1 else 0) | opcode])
     if n < 126:
         head.append(0x80 | n)
     elif n < 65536:

@@ -629,9 +629,11 @@ def render_markdown(table, scenarios, server_names, meta, findings, targets) -> 
     return "\n".join(L) + "\n"
 
 
-def write_results_md(path: str, body: str, start: str = MARK_START, end: str = MARK_END) -> None:
-    """Puts body between the start/end markers of RESULTS.md (appended with them if the file
-    has none), keeping the rest of the file; bench/latency.py has its own pair."""
+def write_results_md(path: str, body: str, start: str = MARK_START, end: str = MARK_END,
+                     heading: str = "") -> None:
+    """Puts body between the start/end markers of RESULTS.md (appended with them, under
+    `## heading` if given, if the file has none), keeping the rest of the file; bench/latency.py,
+    deflate.py and deploy.py have their own pairs."""
     block = f"{start}\n{body}{end}"
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
@@ -641,7 +643,8 @@ def write_results_md(path: str, body: str, start: str = MARK_START, end: str = M
             _, tail = rest.split(end, 1)
             text = head + block + tail
         else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
+            section = f"## {heading}\n\n" if heading else ""
+            text = text.rstrip("\n") + "\n\n" + section + block + "\n"
     else:
         text = ("# asgiws benchmark results\n\n"
                 "Produced by `python bench/run.py` (see its docstring). Everything between the "
