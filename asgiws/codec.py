@@ -11,16 +11,9 @@ the server logs it at startup.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Optional
 
-NO_EXTENSIONS_ENV = "ASGIWS_NO_EXTENSIONS"
-
-
-def extensions_disabled() -> bool:
-    """ASGIWS_NO_EXTENSIONS is set to anything but "" or "0"."""
-    return os.environ.get(NO_EXTENSIONS_ENV, "").strip() not in ("", "0")
-
+from asgiws._extensions import NO_EXTENSIONS_ENV, extensions_disabled
 
 FALLBACK_REASON: Optional[str] = None
 if TYPE_CHECKING:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -49,6 +50,14 @@ def pytest_report_header() -> str:
     # ASGIWS_NO_EXTENSIONS=1 runs the tests (and the servers they spawn) on the pure-Python
     # WebSocket codec and bridge.
     return "asgiws WebSocket data path: " + (fallback_warning() or "compiled extensions")
+
+
+def warnings_logged(caplog: Any, asgiws_only: bool = True) -> List[logging.LogRecord]:
+    """The records at WARNING or above (asgiws' own by default), but the startup announcement
+    of the pure-Python fallback, which every server has in a run under ASGIWS_NO_EXTENSIONS=1."""
+    announcement = fallback_warning()
+    return [r for r in caplog.records if r.levelno >= logging.WARNING
+            and (r.name.startswith("asgiws") or not asgiws_only) and r.getMessage() != announcement]
 
 
 @pytest.fixture

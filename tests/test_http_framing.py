@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import TIMEOUT, RawConnection
+from conftest import RawConnection, TIMEOUT, warnings_logged
 
 
 async def read_body(receive) -> bytes:
@@ -51,7 +51,7 @@ def assert_answered_and_closed(conn: RawConnection, status: int):
 
 def no_warnings(caplog) -> None:
     """A peer's mistake is logged at info/debug, never as a warning or an error."""
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("asgiws")]
+    assert not warnings_logged(caplog)
 
 
 # -- Host (RFC 9112 §3.2) ------------------------------------------------------------------------

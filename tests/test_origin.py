@@ -26,7 +26,7 @@ from asgiws.http.proxy import apply_proxy_headers, parse_trusted
 from asgiws.server import origin_policy_warning
 from asgiws.websocket.handshake import HandshakeError
 from asgiws.websocket.origin import Origin, OriginPolicy, origin_policy, parse_origin
-from conftest import TIMEOUT, RawConnection, stop_process_group
+from conftest import RawConnection, TIMEOUT, stop_process_group, warnings_logged
 from test_demo_browser import CHROMIUM, DevTools, devtools_port, remove_profile, start_chromium
 
 
@@ -356,7 +356,7 @@ def test_no_startup_warning_on_loopback(run_server, caplog):
     with caplog.at_level(logging.INFO, logger="asgiws.error"), run_server(make_app([])):
         pass
     assert any("asgiws running on" in r.getMessage() for r in caplog.records)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warnings_logged(caplog, asgiws_only=False)
 
 
 # -- over the wire -----------------------------------------------------------------------------------
