@@ -533,6 +533,15 @@ class Config:
     limit_max_requests_jitter: int = setting(
         0, "Add a random 0 to N requests to limit_max_requests in each process, so workers do not all restart at once.",
         count_or_zero, "Processes")  # fmt: skip
+    # Python's default, 700, is about 50 requests' worth of in-flight objects: a loop turn that reads
+    # more requests than that before their tasks run (a stall, then a burst over thousands of
+    # keep-alive connections) sets off young collections that promote the in-flight objects, and
+    # then full collections that walk every connection's objects (about 16 per HTTP connection:
+    # 0.2-0.5 s each at 10,000 connections), which make the next burst bigger.
+    # bench/RESULTS.md, "Why HTTP saturated at 10,000 connections".
+    gc_threshold: Optional[int] = setting(
+        100_000, "Generation-0 threshold of Python's cyclic garbage collector (gc.set_threshold), set at startup: new container objects, net of those freed, between collections. High, so that the objects of requests in flight die by reference counting before a collection moves them to the old generation (none: keep Python's, 700).",
+        count_or_none, "Processes")  # fmt: skip
 
     # -- --reload (development) ----------------------------------------------------------------
     reload: bool = setting(

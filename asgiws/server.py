@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import ipaddress
 import logging
 import os
@@ -122,6 +123,8 @@ class Server:
         self._exit_requested = asyncio.Event()
         config = self.config
         app = config.load()
+        if config.gc_threshold is not None:  # why: Config.gc_threshold
+            gc.set_threshold(config.gc_threshold, *gc.get_threshold()[1:])
         logger.info("Started server process [%d]", os.getpid())
         slow_path = fallback_warning()
         if slow_path is not None:

@@ -4,6 +4,7 @@ maximum, for HTTP and WebSocket echo, at 64 and at 10,000 connections.
     python bench/latency.py                  # everything, about 8 minutes (less when nothing saturates)
     python bench/latency.py --quick          # a smoke test (~1.5 minutes)
     python bench/latency.py --protocols ws --conns 64 --servers asgiws,uvicorn
+    python bench/latency.py --protocols http --conns 10000 --servers asgiws,asgiws-pygc --max http=21271
     python bench/latency.py --render bench/latency.json   # re-render, no measuring
 
 Per protocol, uvicorn's closed-loop maximum is measured first, in the same run: wrk -t1 -c64
@@ -230,12 +231,17 @@ def render_markdown(results, meta, targets) -> str:
              f"The generator runs "
              f"SCHED_FIFO ({realtime}) so that it sends on time; the servers at normal "
              f"priority, sharing core {srv.SERVER_CORE} with the rest of the machine's work.")
-    L.append("- 100 % = uvicorn's closed-loop maximum measured in this run: "
-             + "; ".join(f"{PROTOCOLS[p]} {meta['max'][p]['value']:.0f}/s "
-                         f"(uvicorn at {meta['max'][p].get('server_cpu')} % of its core, waited "
-                         f"{meta['max'][p].get('server_wait')} %; "
-                         f"{'wrk -t1 -c64' if p == 'http' else 'picows closed loop, 64 conns'})"
-                         for p in meta["protocols"] if meta["max"].get(p, {}).get("value"))
+    def maximum(p: str) -> str:
+        top = meta["max"][p]
+        if top.get("given"):
+            return f"{PROTOCOLS[p]} {top['value']:.0f}/s (given with --max, not measured)"
+        return (f"{PROTOCOLS[p]} {top['value']:.0f}/s (uvicorn at {top.get('server_cpu')} % of "
+                f"its core, waited {top.get('server_wait')} %; "
+                f"{'wrk -t1 -c64' if p == 'http' else 'picows closed loop, 64 conns'})")
+
+    L.append("- 100 % = uvicorn's closed-loop maximum measured in this run (or given): "
+             + "; ".join(maximum(p) for p in meta["protocols"]
+                         if meta["max"].get(p, {}).get("value"))
              + ".")
     L.append("- Latency in ms. *achieved* = answers per second in the measured window against "
              "the intended rate; *cpu* = server / generator, % of one core, `(w..)` the time "
@@ -386,6 +392,10 @@ def parse_args(argv=None):
                         "the lowest p99 is reported [2; quick 1]")
     p.add_argument("--max-duration", type=float,
                    help="seconds of uvicorn's closed-loop maximum [4; quick 2]")
+    p.add_argument("--max", metavar="PROTO=RATE[,PROTO=RATE]",
+                   help="take 100 %% as given (requests or messages per second, e.g. "
+                        "http=21271) instead of measuring uvicorn's maximum: the loads of runs "
+                        "made while the machine was busier or quieter then stay comparable")
     p.add_argument("--backlog", type=int, default=16384)
     p.add_argument("--no-realtime", action="store_true",
                    help="run the generator at normal priority (default: SCHED_FIFO; see "
@@ -449,14 +459,19 @@ def main(argv=None) -> int:
     print(f"# {meta['machine']['cpu']}, load {meta['machine']['loadavg']}; logs in {logdir}",
           file=sys.stderr)
     results: dict = {}
+    given = dict(item.split("=") for item in args.max.split(",")) if args.max else {}
     for proto in protocols:
-        top = uvicorn_max(proto, args, logdir)
+        if proto in given:
+            top = {"value": float(given[proto]), "given": True}
+        else:
+            top = uvicorn_max(proto, args, logdir)
         meta["max"][proto] = top
         if "error" in top:
             print(f"{proto}: uvicorn's maximum: {top['error']}", file=sys.stderr)
             continue
-        print(f"{proto}: uvicorn's maximum {top['value']:.0f}/s (srv {top.get('server_cpu')}% "
-              f"w{top.get('server_wait')})", file=sys.stderr, flush=True)
+        print(f"{proto}: 100 % = {top['value']:.0f}/s " + ("(given)" if top.get("given") else
+              f"(uvicorn's maximum; srv {top.get('server_cpu')}% w{top.get('server_wait')})"),
+              file=sys.stderr, flush=True)
         rates = [top["value"] * load / 100 for load in loads]
         todo = [n for n in names if serves(srv.SERVERS[n], proto)]
         for rep in range(args.repeats):

@@ -64,6 +64,11 @@ def _asgiws_metrics(app, port, backlog):
     return _asgiws(app, port, backlog) + ["--metrics-port", "0"]
 
 
+def _asgiws_pygc(app, port, backlog):
+    # --gc-threshold none: Python's own collector thresholds (700), everything else as the asgiws row.
+    return _asgiws(app, port, backlog) + ["--gc-threshold", "none"]
+
+
 def _uvicorn(ws):
     def argv(app, port, backlog):
         return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
@@ -117,6 +122,10 @@ SERVERS = {
     "asgiws-metrics": Server("asgiws-metrics", "asgiws (metrics on)", "asgi", _asgiws_metrics,
                              ("asgiws", "prometheus_client"), apps=("echo", "broadcast", "starlette"),
                              notes="--metrics-port 0: the metrics-on side of a pair with asgiws (off)"),
+    "asgiws-pygc": Server("asgiws-pygc", "asgiws (gc 700)", "asgi", _asgiws_pygc, ("asgiws",),
+                          apps=("echo", "broadcast", "starlette"),
+                          notes="--gc-threshold none: Python's collector thresholds (the "
+                                "before of asgiws' --gc-threshold default)"),
     "asgiws-base": Server("asgiws-base", "asgiws (base)", "asgi", _asgiws, ("asgiws",),
                           apps=("echo", "broadcast", "starlette"), repo=base_dir,
                           notes="the checkout in ASGIWS_BASE_DIR (a before/after pair with asgiws)"),

@@ -1,6 +1,6 @@
 """Limits and timeouts against a real server over real sockets, where tests/test_http.py and
 tests/test_websocket.py do not already cover them: a slowloris cut by the header timeout while
-others are served, --limit-concurrency counting WebSocket sessions, --backlog.
+others are served, --limit-concurrency counting WebSocket sessions, --backlog, --gc-threshold.
 
 Covered elsewhere: keep-alive timeout, 431 for a large head / too many headers, a silent
 connection (test_http.py); the WebSocket accept deadline and close timeout (test_websocket.py).
@@ -8,6 +8,7 @@ connection (test_http.py); the WebSocket accept deadline and close timeout (test
 
 from __future__ import annotations
 
+import gc
 import shutil
 import socket
 import subprocess
@@ -119,3 +120,17 @@ def test_backlog_is_the_listen_queue_length(run_server):
                              timeout=TIMEOUT).stdout.split()  # fmt: skip
     # State Recv-Q Send-Q Local Peer: for a listening socket, Send-Q is the backlog.
     assert out[0] == "LISTEN" and out[2] == "37", out
+
+
+@pytest.mark.parametrize("setting, expected", [(12345, 12345), (None, 700)])
+def test_gc_threshold_is_set_at_startup(run_server, setting, expected):
+    """--gc-threshold sets the collector's generation-0 threshold (none: Python's own, kept);
+    the older generations' thresholds stay as they were."""
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    try:
+        with run_server(app, gc_threshold=setting) as server:
+            assert httpx.get(server.url, timeout=TIMEOUT).status_code == 200
+            assert gc.get_threshold() == (expected, *before[1:])
+    finally:
+        gc.set_threshold(*before)
