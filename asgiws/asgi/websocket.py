@@ -127,7 +127,8 @@ def connection_ends(loop: asyncio.AbstractEventLoop) -> ConnectionEnds:
 
 class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
     # Slots, not a __dict__: one of these lives per WebSocket connection. The per-message state
-    # (queue, flow control, outgoing frames, counters) lives in WebSocketBridge's C struct.
+    # (queue, flow control, outgoing frames, counters) lives in WebSocketBridge's C struct, and
+    # so do ping_slot and started (numbers there, not objects).
     __slots__ = (
         "accept_timer",
         "app",
@@ -141,11 +142,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "lifespan_state",
         "metrics",
         "ping_payload",
-        "ping_slot",
         "request_key",
         "scope",
         "server_state",
-        "started",
         "stall_watch",
         "status",
         "subprotocol",
@@ -164,7 +163,6 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
         self.failure_timer: Optional[asyncio.TimerHandle] = None
-        self.ping_slot = 0  # the keepalive slot this connection waits in (0: none)
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
