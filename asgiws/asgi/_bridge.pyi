@@ -32,6 +32,8 @@ class WebSocketBridge:
     messages_in: int
     messages_out: int
     bytes_out: int
+    ping_slot: int  # the keepalive slot this connection waits in (0: none)
+    started: float  # time.monotonic() when the connection started
     def __init__(self, config: Any) -> None: ...
     @property
     def queued_messages(self) -> int: ...

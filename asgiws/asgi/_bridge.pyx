@@ -152,6 +152,7 @@ cdef class WebSocketBridge:
     cdef public object state                # AppState; the subclass's _transition() moves it
     # Receive side: messages the app has not received, oldest at queue[queue_head]. Entries are
     # bare str/bytes payloads (their event dict is built by _pop) or a websocket.disconnect dict.
+    # None while nothing is queued: an idle connection holds no list (56 bytes).
     cdef list queue
     cdef Py_ssize_t queue_head
     cdef public Py_ssize_t queued_bytes
@@ -170,7 +171,8 @@ cdef class WebSocketBridge:
     # A protocol violation whose Close waits for the app to consume the messages before it.
     cdef public bint failure_pending
     cdef public object pong_timer           # keepalive; cancelled when reading pauses
-    # Send side: frames waiting for this loop iteration's flush, and transport backpressure.
+    # Send side: frames waiting for this loop iteration's flush (None when there are none: an
+    # idle connection holds no list), and transport backpressure.
     cdef list out
     cdef public Py_ssize_t out_bytes
     cdef public Py_ssize_t write_high_water
@@ -181,6 +183,11 @@ cdef class WebSocketBridge:
     cdef public Py_ssize_t messages_in
     cdef public Py_ssize_t messages_out
     cdef public Py_ssize_t bytes_out
+    # Set and read by the subclass; C numbers, not objects: as Python attributes, an int and a
+    # float of 28 and 24 bytes each per connection, idle ones included. The keepalive slot this
+    # connection waits in (0: none; asgiws.asgi.keepalive) and time.monotonic() at its start.
+    cdef public Py_ssize_t ping_slot
+    cdef public double started
 
     def __init__(self, config):
         self.loop = asyncio.get_event_loop()
@@ -188,7 +195,7 @@ cdef class WebSocketBridge:
         self.conn_ = None
         self.parser = None
         self.state = AppState.CONNECTING
-        self.queue = []
+        self.queue = None
         self.queue_head = 0
         self.queued_bytes = 0
         self.read_high_water = config.ws_read_high_water
@@ -205,13 +212,15 @@ cdef class WebSocketBridge:
         self.disconnect_delivered = False
         self.failure_pending = False
         self.pong_timer = None
-        self.out = []
+        self.out = None
         self.out_bytes = 0
         self.write_high_water = config.ws_high_water
         self.coalescer = coalescer_for_loop(self.loop)
         self.write_paused = False
         self.drain_waiters = None
         self.messages_in = self.messages_out = self.bytes_out = 0
+        self.ping_slot = 0
+        self.started = 0.0
 
     @property
     def conn(self):
@@ -227,7 +236,19 @@ cdef class WebSocketBridge:
     @property
     def queued_messages(self):
         """Events queued for the app and not received yet."""
+        return self._queued_count()
+
+    cdef inline Py_ssize_t _queued_count(self):
+        if self.queue is None:
+            return 0
         return PyList_GET_SIZE(self.queue) - self.queue_head
+
+    cdef inline int _enqueue(self, item) except -1:
+        if self.queue is None:
+            self.queue = [item]
+        else:
+            self.queue.append(item)
+        return 0
 
     # -- asyncio.BufferedProtocol: frames in ---------------------------------------------------
 
@@ -337,7 +358,10 @@ cdef class WebSocketBridge:
         cdef Py_ssize_t queued = self.queued_bytes
         for payload in messages:
             queued += _queued_size(payload)
-        self.queue.extend(messages)
+        if self.queue is None:
+            self.queue = messages  # the parser's fresh list, nobody else's: kept, not copied
+        else:
+            self.queue.extend(messages)
         self.queued_bytes = queued
         self.messages_in += PyList_GET_SIZE(messages)
         self._after_queue()
@@ -352,7 +376,7 @@ cdef class WebSocketBridge:
         self.conn_more = conn.more
         for event in events:
             if type(event) is str or type(event) is bytes:
-                self.queue.append(event)
+                self._enqueue(event)
                 queued += _queued_size(event)
                 delivered += 1
             else:
@@ -383,7 +407,7 @@ cdef class WebSocketBridge:
     cdef inline int _wake(self) except -1:
         """Wake every waiting receive() once something is queued; each one re-checks the queue,
         so with concurrent receive() calls the ones that find it empty wait again."""
-        if PyList_GET_SIZE(self.queue) == self.queue_head:
+        if self._queued_count() == 0:
             return 0
         waiter = self.waiter
         if waiter is not None:
@@ -403,7 +427,7 @@ cdef class WebSocketBridge:
         if self.disconnect_queued:
             return
         self.disconnect_queued = True
-        self.queue.append({"type": _DISCONNECT, "code": code, "reason": reason})
+        self._enqueue({"type": _DISCONNECT, "code": code, "reason": reason})
         self._wake()
 
     # -- the app's receive ---------------------------------------------------------------------
@@ -412,9 +436,9 @@ cdef class WebSocketBridge:
         if not self.connect_delivered:
             self.connect_delivered = True
             return {"type": "websocket.connect"}
-        if PyList_GET_SIZE(self.queue) == self.queue_head and self.failure_pending:
+        if self._queued_count() == 0 and self.failure_pending:
             self._send_failure()
-        while PyList_GET_SIZE(self.queue) == self.queue_head:
+        while self._queued_count() == 0:
             if self.disconnect_delivered:
                 raise ClientDisconnected("websocket.disconnect was already delivered")
             # Each receive() waits on its own future: one cancelled (by a timeout, say)
@@ -442,7 +466,7 @@ cdef class WebSocketBridge:
         queue[head] = None
         head += 1
         if head == PyList_GET_SIZE(queue):
-            del queue[:]
+            self.queue = None  # all received: an idle connection holds no list
             head = 0
         elif head >= _QUEUE_COMPACT and 2 * head >= PyList_GET_SIZE(queue):
             del queue[:head]
@@ -512,9 +536,11 @@ cdef class WebSocketBridge:
     cdef int _write_frame(self, frame) except -1:
         # Flush at once past the high-water mark, so the transport's backpressure
         # (pause_writing) sees it.
-        if not PyList_GET_SIZE(self.out):
+        if self.out is None:
+            self.out = [frame]
             self.coalescer.add(self)
-        self.out.append(frame)
+        else:
+            self.out.append(frame)
         self.out_bytes += len(frame)
         if self.out_bytes >= self.write_high_water:
             self._flush_now()
@@ -525,9 +551,9 @@ cdef class WebSocketBridge:
 
     cdef int _flush_now(self) except -1:
         cdef list out = self.out
-        if PyList_GET_SIZE(out):
+        if out is not None:
             self.bytes_out += self.out_bytes
-            self.out = []
+            self.out = None
             self.out_bytes = 0
             if not self.transport.is_closing():
                 if PyList_GET_SIZE(out) == 1:
@@ -538,7 +564,7 @@ cdef class WebSocketBridge:
 
     def _drop_unsent(self):
         """The connection is gone: frames not written yet have nowhere to go."""
-        self.out = []
+        self.out = None
         self.out_bytes = 0
 
     async def _drain(self):

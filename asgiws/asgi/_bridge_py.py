@@ -142,6 +142,8 @@ class WebSocketBridge:
         # past which they are flushed at once), and transport backpressure.
         "_out", "out_bytes", "write_high_water", "_coalescer", "write_paused", "_drain_waiters",
         "messages_in", "messages_out", "bytes_out",
+        # Set and read by the subclass (C numbers in the extension).
+        "ping_slot", "started",
     )
 
     if TYPE_CHECKING:  # defined by the subclass, asgiws.asgi.websocket.WebSocketProtocol
@@ -182,6 +184,8 @@ class WebSocketBridge:
         self.write_paused = False
         self._drain_waiters: Optional[List[asyncio.Future[None]]] = None
         self.messages_in = self.messages_out = self.bytes_out = 0
+        self.ping_slot = 0
+        self.started = 0.0
 
     @property
     def conn(self) -> Any:

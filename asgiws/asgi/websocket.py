@@ -71,6 +71,10 @@ _STATUS_PHRASES = {
 # What this server offers for permessage-deflate: one immutable object for every connection.
 _DEFLATE_SETTINGS = DeflateSettings()
 
+# Every app task's name: one shared str, where asyncio would make a "Task-<n>" (~58 bytes) for
+# each connection, for as long as it is open.
+_TASK_NAME = "asgiws websocket app"
+
 # How many connection ends (a close after the peer's FIN, or telling an app its connection is
 # gone) one loop turn handles at most.
 _ENDS_PER_TURN = 64
@@ -123,7 +127,8 @@ def connection_ends(loop: asyncio.AbstractEventLoop) -> ConnectionEnds:
 
 class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
     # Slots, not a __dict__: one of these lives per WebSocket connection. The per-message state
-    # (queue, flow control, outgoing frames, counters) lives in WebSocketBridge's C struct.
+    # (queue, flow control, outgoing frames, counters) lives in WebSocketBridge's C struct, and
+    # so do ping_slot and started (numbers there, not objects).
     __slots__ = (
         "accept_timer",
         "app",
@@ -137,11 +142,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "lifespan_state",
         "metrics",
         "ping_payload",
-        "ping_slot",
         "request_key",
         "scope",
         "server_state",
-        "started",
         "stall_watch",
         "status",
         "subprotocol",
@@ -160,7 +163,6 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
         self.failure_timer: Optional[asyncio.TimerHandle] = None
-        self.ping_slot = 0  # the keepalive slot this connection waits in (0: none)
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
@@ -237,9 +239,10 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             self.accept_timer = self.loop.call_later(self.config.ws_accept_timeout,
                                                      self._accept_timed_out)
         if self.config.reset_contextvars:  # the task copies the context it is created in: an empty one
-            self.app_task = contextvars.Context().run(self.loop.create_task, self._run_asgi())
+            self.app_task = contextvars.Context().run(self.loop.create_task, self._run_asgi(),
+                                                      name=_TASK_NAME)
         else:
-            self.app_task = self.loop.create_task(self._run_asgi())
+            self.app_task = self.loop.create_task(self._run_asgi(), name=_TASK_NAME)
         self.server_state.tasks.add(self.app_task)  # _run_asgi takes it out when the app is done
 
     def _accept_timed_out(self) -> None:
