@@ -715,7 +715,7 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, 
 
 # ASGIWS_* variables that are not settings: read when the modules load, before any Config exists.
 IMPORT_TIME_ENV = {
-    "ASGIWS_NO_EXTENSIONS": "1: run the pure-Python WebSocket codec and bridge (asgiws/codec.py)",
+    "ASGIWS_NO_EXTENSIONS": "1: run the pure-Python WebSocket codec and bridge (asgiws/codec.py) and the HTTP modules from their .py (asgiws/http/__init__.py)",
     "ASGIWS_MASK_KERNEL": "scalar|sse2: a narrower masking kernel than the CPU allows (csrc/mask.c)",
 }
 
