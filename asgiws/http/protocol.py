@@ -289,6 +289,7 @@ class HttpProtocol:
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server_state.connections.discard(self)
+        self.parser = None  # it holds our bound methods: freed now by refcount, not by a GC pass
         if self._metrics is not None:
             self._metrics.connection_closed("http")
         active = self._active
@@ -830,6 +831,7 @@ class HttpProtocol:
         ws = WebSocketProtocol(
             config=self.config, server_state=self.server_state, app=self.app, app_state=self.app_state
         )
+        self.parser = None  # the cycle through its callbacks: this object is freed with the hand-off
         transport = self.transport
         # uvloop keeps the previous protocol's data_received after set_protocol() to a
         # BufferedProtocol, which would keep this HttpProtocol (parser, headers: ~4 KiB) alive
