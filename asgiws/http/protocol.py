@@ -150,6 +150,11 @@ EXTENSIONS_EARLY_HINTS = {**EXTENSIONS, "http.response.early_hint": {}}
 # A protocol with no state, set between the HTTP and the WebSocket protocol (see _hand_off).
 _DETACHED = asyncio.Protocol()
 
+# The parser of a connection that has ended or been handed off: never fed. A connection's own
+# parser holds the connection's bound methods, so keeping it would leave each connection a
+# reference cycle for the cyclic GC to find instead of being freed by reference counting.
+_NO_PARSER = httptools.HttpRequestParser(_DETACHED)
+
 
 class _Reject(Exception):
     """Raised from a parser callback to answer the request with an error status and close."""
@@ -289,7 +294,7 @@ class HttpProtocol:
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.server_state.connections.discard(self)
-        self.parser = None  # it holds our bound methods: freed now by refcount, not by a GC pass
+        self.parser = _NO_PARSER  # ours holds our bound methods (see _NO_PARSER)
         if self._metrics is not None:
             self._metrics.connection_closed("http")
         active = self._active
@@ -831,7 +836,7 @@ class HttpProtocol:
         ws = WebSocketProtocol(
             config=self.config, server_state=self.server_state, app=self.app, app_state=self.app_state
         )
-        self.parser = None  # the cycle through its callbacks: this object is freed with the hand-off
+        self.parser = _NO_PARSER  # this object is freed with the hand-off (see _NO_PARSER)
         transport = self.transport
         # uvloop keeps the previous protocol's data_received after set_protocol() to a
         # BufferedProtocol, which would keep this HttpProtocol (parser, headers: ~4 KiB) alive
