@@ -172,13 +172,9 @@ class PerMessageDeflate:
         bits = self.params.server_max_window_bits
         window = self._sent_window
         compressor = _kept_compressors.pop(self, None)
-        if compressor is None:
-            if window:
-                compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
-                                              settings.mem_level, zdict=window)
-            else:
-                compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
-                                              settings.mem_level)
+        if compressor is None:  # primed with the window (an empty one primes nothing)
+            compressor = zlib.compressobj(settings.compress_level, zlib.DEFLATED, -bits,
+                                          settings.mem_level, zdict=window)
         out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         if not self.params.server_no_context_takeover:
             self._sent_window = _window_after(window, data, 1 << bits)
@@ -206,10 +202,7 @@ class PerMessageDeflate:
         """Start inflating one frame's payload; `inflate()` produces its output in steps. `fin`
         ends the message (§7.2.2: the empty block the sender removed is put back)."""
         if self._decompressor is None:  # a message's first frame
-            window = self._received_window
-            bits = self._inflate_bits
-            self._decompressor = (zlib.decompressobj(wbits=-bits, zdict=window) if window
-                                  else zlib.decompressobj(wbits=-bits))
+            self._decompressor = zlib.decompressobj(wbits=-self._inflate_bits, zdict=self._received_window)
         self._input = data + _EMPTY_BLOCK if fin else data
         self._input_fin = fin
 
