@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import zlib
 
 import aiohttp
@@ -621,6 +622,37 @@ def test_messages_before_a_violation_are_echoed_first(run_server):
         assert client.recv_frame().payload == "one"
         assert client.recv_frame().payload == b"two"
         assert client.recv_close()[0] == 1002
+
+
+def test_the_close_for_a_violation_survives_a_peer_still_sending(run_server):
+    # Autobahn 4.2.5 on a loaded machine: the peer's bytes behind the violation were still
+    # arriving when the server closed TCP, so the kernel answered them with RST, and the RST
+    # destroyed the echo and the Close before the client read them. The server now half-closes
+    # (FIN after the Close) and reads on to drop what comes, so the client reads both, then EOF.
+    junk = os.urandom(1 << 20)  # more than both kernels' socket buffers hold
+    with run_server(echo_app) as server:
+        client = RawClient(server)
+        client.send_raw(build_frame(1, b"before", mask=MASK) + bytes([0x8F, 0x80]) + MASK + junk)
+        assert client.recv_frame().payload == "before"
+        assert client.recv_close()[0] == 1002
+        client.assert_eof()
+        assert_still_serving(server)
+
+
+def test_lingering_after_a_violation_is_bounded(run_server, monkeypatch):
+    # A peer that never stops sending after its violation is closed LINGER_TIMEOUT later: the
+    # server read and dropped its bytes until then, and then dropped the connection.
+    monkeypatch.setattr("asgiws.asgi.websocket.LINGER_TIMEOUT", 0.2)
+    with run_server(echo_app) as server:
+        client = RawClient(server)
+        client.send_raw(bytes([0x8F, 0x80]) + MASK)
+        assert client.recv_close()[0] == 1002
+        client.assert_eof()
+        deadline = time.monotonic() + TIMEOUT
+        with pytest.raises(OSError):  # EPIPE or ECONNRESET once the server has closed
+            while time.monotonic() < deadline:
+                client.send_raw(b"\x00" * 65536)
+        assert_still_serving(server)
 
 
 def test_invalid_utf8_fails_on_its_fragment(run_server):

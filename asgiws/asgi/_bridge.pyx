@@ -295,6 +295,14 @@ cdef class WebSocketBridge:
             self._feed(0)
         self._update_reading()
 
+    def _read_to_drop(self):
+        """After a failure, closing: parse nothing more (what is read is dropped as it comes)
+        and read on, whatever paused reading, within the per-turn budget."""
+        self.parser.release()
+        self.conn_more = False
+        self.paused_for &= _PAUSED_TURN
+        self._update_reading()
+
     # -- reading: when it stops and resumes ----------------------------------------------------
 
     cdef inline int _charge(self, Py_ssize_t cost) except -1:

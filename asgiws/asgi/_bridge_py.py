@@ -247,6 +247,14 @@ class WebSocketBridge:
             self._feed(0)
         self._update_reading()
 
+    def _read_to_drop(self) -> None:
+        """After a failure, closing: parse nothing more (what is read is dropped as it comes)
+        and read on, whatever paused reading, within the per-turn budget."""
+        self._parser.release()
+        self._conn_more = False
+        self.paused_for &= _PAUSED_TURN
+        self._update_reading()
+
     # -- reading: when it stops and resumes ------------------------------------------------
 
     def _charge(self, cost: int) -> None:

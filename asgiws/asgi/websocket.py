@@ -42,6 +42,7 @@ from ..websocket.handshake import HandshakeError, build_response, validate_reque
 from ..access import client_text, fields, redact_query
 from ..codec import is_valid_close_code
 from ..stall import WriteStallWatch
+from ..state import LINGER_TIMEOUT
 from . import ClientDisconnected, UnexpectedMessage
 from .app_state import AppState
 from .bridge import WebSocketBridge
@@ -162,6 +163,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         # Timers.
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
+        # A failure's Close waits for the app to consume what came before it (ws_close_timeout),
+        # then the close for the peer's FIN (LINGER_TIMEOUT): this timer, whichever is running.
         self.failure_timer: Optional[asyncio.TimerHandle] = None
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
@@ -333,7 +336,22 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self.closed_by = "server"
         self._queue_disconnect(failure.code, failure.reason)
         # Nothing after a violation can be parsed: close TCP now (RFC 6455 §7.1.7).
-        self._close_transport()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close TCP after a failure without losing the Close just written: FIN after it, then
+        read and drop what the peer still sends until its FIN, for LINGER_TIMEOUT at most. A
+        peer fails mid-stream (the frames behind a violation may still be arriving), and
+        closing with bytes unread makes the kernel answer them with RST, which can destroy the
+        Close and the echoes before it in the peer's receive buffer."""
+        self._flush()
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._read_to_drop()
+        self.failure_timer = self.loop.call_later(LINGER_TIMEOUT, self._close_after_eof)
 
     def _close_received(self, event: CloseReceived) -> None:
         conn = self.conn
@@ -437,6 +455,9 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         restart: ServerState.ws_shutdown_close) and tell its app now; refuse a handshake still
         waiting for the app."""
         if self.transport is None or self.transport.is_closing():
+            return
+        if self.conn is not None and self.conn.failure is not None and not self.failure_pending:
+            self.transport.close()  # failed, its Close sent, lingering: nothing to wait for
             return
         if self.state is AppState.CONNECTING:
             self._http_response(503, [], b"Server shutting down\n")

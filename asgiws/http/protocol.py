@@ -72,6 +72,7 @@ from asgiws.http.cycle import (
 from asgiws.http.proxy import apply_proxy_headers, parse_trusted
 from asgiws.http.tls import tls_extension
 from asgiws.stall import WriteStallWatch
+from asgiws.state import LINGER_TIMEOUT
 
 if TYPE_CHECKING:
     from asgiws.config import Config
@@ -109,9 +110,6 @@ PARSE_BUDGET = 65536
 PIPELINE_HIGH_WATER = 16384
 PIPELINED_REQUEST_OVERHEAD = 1280
 HEADER_OVERHEAD = 128
-
-# After an error response, how long to keep draining what the client still sends before closing.
-LINGER_TIMEOUT = 2.0
 
 # On shutdown, how long a connection that has not sent its first request yet may still send it.
 FIRST_REQUEST_GRACE = 1.0
