@@ -108,7 +108,9 @@ def test_deflate_bomb():
     result = flood("deflate_bomb")
     assert result["outcome"] == "close 1009×3", result["outcome"]
     assert result["details"]["time_to_close_max_s"] <= 2
-    assert growth(result) <= 40, f"RSS grew {growth(result)} MiB"
+    # One bomb's output at most (ws_max_size, 16 MiB) plus slack: the connection lingering
+    # after its 1009 must not still hold it while the next bomb inflates (that measured 32).
+    assert growth(result) <= 26, f"RSS grew {growth(result)} MiB"
 
 
 def test_slowloris_head():

@@ -334,11 +334,23 @@ class Connection:
         return build_frame(OP_CLOSE, build_close_payload(code, reason))
 
     def fail(self, code: int, reason: str) -> None:
-        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): stop delivering what the peer
-        sends and record the Close owed (`failure`). The caller sends it with send_close() and
-        then closes TCP: after a violation the stream cannot be parsed further."""
-        if self.failure is None and self.state is State.OPEN:
-            self.failure = CloseReceived(code, reason)
+        """_Fail the WebSocket Connection_ (RFC 6455 §7.1.7): stop receiving (the parser and the
+        message in progress are dropped) and record the Close owed (`failure`). The caller sends
+        it with send_close() and then closes TCP: after a violation the stream cannot be parsed
+        further."""
+        if self.failure is not None or self.state is not State.OPEN:
+            return
+        self.failure = CloseReceived(code, reason)
+        # Nothing more is received: the message in progress goes now (up to max_size inflated,
+        # and the decompressor), not when TCP closes, which may be a close timeout later.
+        self.parser.release()
+        self._inflated = None
+        self._inflated_utf8 = None
+        self._inflating = False
+        self._pending = _NOTHING
+        self.more = False
+        if self.deflate is not None:
+            self.deflate.stop_inflating()
 
     def connection_lost(self) -> None:
         """TCP is gone: nothing more is sent or delivered."""

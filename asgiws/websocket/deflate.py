@@ -189,6 +189,12 @@ class PerMessageDeflate:
         """The connection is gone: give back its kept compressor, if it has one."""
         _kept_compressors.pop(self, None)
 
+    def stop_inflating(self) -> None:
+        """The connection failed: drop the message being inflated (its zlib stream)."""
+        self._decompressor = None
+        self._input = b""
+        self._input_fin = False
+
     def decompress(self, data: bytes, fin: bool, limit: int) -> bytes:
         """Inflate one frame's payload of a compressed message, producing at most `limit` bytes;
         raise MessageTooBig rather than inflate past it. `fin` ends the message (§7.2.2)."""
