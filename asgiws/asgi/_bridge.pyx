@@ -41,6 +41,7 @@ writes every connection's list with one `write`/`writelines` at the next loop it
 
 import asyncio
 import weakref
+from asyncio import InvalidStateError
 
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
@@ -139,6 +140,16 @@ cdef inline Py_ssize_t _queued_size(object payload):
         return PyBytes_GET_SIZE(payload) + _MESSAGE_OVERHEAD
     if type(payload) is str:
         return PyUnicode_GET_LENGTH(payload) * PyUnicode_KIND(payload) + _MESSAGE_OVERHEAD
+    return 0
+
+
+cdef inline int _resolve(waiter) except -1:
+    """Wake a receive() waiting on `waiter`, unless it was cancelled meanwhile (only a
+    cancellation makes a waiter done before this: each is resolved once, here)."""
+    try:
+        waiter.set_result(None)
+    except InvalidStateError:
+        pass
     return 0
 
 
@@ -420,14 +431,12 @@ cdef class WebSocketBridge:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+            _resolve(waiter)
         if self.more_waiters is not None:
             waiters = self.more_waiters
             self.more_waiters = None
             for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+                _resolve(waiter)
         return 0
 
     def _queue_disconnect(self, int code, str reason):
