@@ -41,7 +41,7 @@ writes every connection's list with one `write`/`writelines` at the next loop it
 
 import asyncio
 import weakref
-from asyncio import InvalidStateError
+from asyncio import Future as _Future, InvalidStateError
 
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
@@ -123,6 +123,20 @@ cdef class WriteCoalescer:
 
 
 _coalescers = weakref.WeakKeyDictionary()
+_plain_futures = weakref.WeakKeyDictionary()
+
+
+cdef bint _makes_plain_futures(loop) except -1:
+    """Whether `loop.create_future()` makes a plain asyncio.Future (uvloop's and asyncio's do;
+    a custom loop may not): then receive() makes its waiter with `Future()`, which takes the
+    running loop (the app's task runs on this one) without a keyword argument — a kwargs dict
+    and its parsing, ~1k instructions per wait, less. Asked once per loop."""
+    plain = _plain_futures.get(loop)
+    if plain is None:
+        future = loop.create_future()
+        plain = _plain_futures[loop] = type(future) is _Future and future.get_loop() is loop
+        future.cancel()
+    return plain
 
 
 def coalescer_for_loop(loop):
@@ -176,6 +190,7 @@ cdef class WebSocketBridge:
     cdef bint conn_more                     # the connection stopped mid-inflation (conn.more)
     cdef object waiter                      # the future a receive() waits on, if any
     cdef list more_waiters                  # those of concurrent receive() calls (rare), or None
+    cdef bint plain_futures                 # make waiters with Future() (_makes_plain_futures)
     cdef public bint connect_delivered
     cdef public bint disconnect_queued
     cdef public bint disconnect_delivered
@@ -218,6 +233,7 @@ cdef class WebSocketBridge:
         self.conn_more = False
         self.waiter = None
         self.more_waiters = None
+        self.plain_futures = _makes_plain_futures(self.loop)
         self.connect_delivered = False
         self.disconnect_queued = False
         self.disconnect_delivered = False
@@ -460,7 +476,7 @@ cdef class WebSocketBridge:
                 raise ClientDisconnected("websocket.disconnect was already delivered")
             # Each receive() waits on its own future: one cancelled (by a timeout, say)
             # must not cancel another's.
-            waiter = self.loop.create_future()
+            waiter = _Future() if self.plain_futures else self.loop.create_future()
             if self.waiter is None:
                 self.waiter = waiter
             else:
