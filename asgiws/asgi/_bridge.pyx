@@ -173,6 +173,7 @@ cdef class WebSocketBridge:
     cdef public object transport
     cdef object conn_
     cdef FrameParser parser
+    cdef bint compressing                   # conn.deflate is not None (permessage-deflate agreed)
     cdef public object loop
     cdef public object state                # AppState; the subclass's _transition() moves it
     # Receive side: messages the app has not received, oldest at queue[queue_head]. Entries are
@@ -257,6 +258,9 @@ cdef class WebSocketBridge:
     def conn(self, conn):
         self.conn_ = conn
         self.parser = conn.parser if conn is not None else None
+        # Agreed in the handshake, for the connection's life (Connection.release() drops it
+        # only once it is CLOSED, when _send_message sends nothing).
+        self.compressing = conn is not None and conn.deflate is not None
         if self.parser is not None:
             self.parser.max_items = _MAX_ITEMS
 
@@ -552,7 +556,7 @@ cdef class WebSocketBridge:
         if conn.state is not _OPEN:
             raise ClientDisconnected("WebSocket is closed")
         self.messages_out += 1
-        if conn.deflate is not None:
+        if self.compressing:
             self._write_frame(conn.send_message(data))
         elif opcode == _OP_BINARY and len(data) >= _LARGE_PAYLOAD:
             # Header apart, payload as it is: writelines() sends both, no copy of the payload.
