@@ -261,7 +261,8 @@ cdef class WebSocketBridge:
         self.conn_ = conn
         self.parser = conn.parser if conn is not None else None
         # Agreed in the handshake, for the connection's life (Connection.release() drops it
-        # only once it is CLOSED, when _send_message sends nothing).
+        # only once nothing more is sent: the connection lost, or a failure's Close written,
+        # when _send_message refuses before reading this).
         self.compressing = conn is not None and conn.deflate is not None
         if self.parser is not None:
             self.parser.max_items = _MAX_ITEMS
