@@ -672,6 +672,20 @@ def test_close_handshake_initiated_by_client(run_server):
         client.assert_eof()  # the server closes TCP first
 
 
+def test_the_close_echo_survives_a_peer_sending_behind_its_close(run_server):
+    # Autobahn 7.1.x send frames behind their Close. The server half-closes after its echo and
+    # drops what follows until the peer's FIN, so no reset destroys the echo (as in 4.2.5 above).
+    junk = os.urandom(1 << 20)
+    with run_server(echo_app) as server:
+        client = RawClient(server)
+        client.send_raw(build_frame(8, build_close_payload(1000, "done"), mask=MASK)
+                        + build_frame(9, b"late", mask=MASK) + junk)
+        frame = client.recv_frame()
+        assert frame.opcode == 8 and parse_close_payload(frame.payload)[0] == 1000
+        client.assert_eof()
+        assert_still_serving(server)
+
+
 def test_close_timeout_drops_a_peer_that_never_answers(run_server):
     async def body(receive, send):
         await receive()

@@ -139,7 +139,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         "config",
         "denial_headers",
         "extensions_header",
-        "failure_timer",
+        "closing_timer",
         "lifespan_state",
         "metrics",
         "ping_payload",
@@ -163,9 +163,10 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         # Timers.
         self.accept_timer: Optional[asyncio.TimerHandle] = None
         self.close_timer: Optional[asyncio.TimerHandle] = None
-        # A failure's Close waits for the app to consume what came before it (ws_close_timeout),
-        # then the close for the peer's FIN (LINGER_TIMEOUT): this timer, whichever is running.
-        self.failure_timer: Optional[asyncio.TimerHandle] = None
+        # A failure's Close waits for the app to consume what came before it (ws_close_timeout);
+        # then, after a failure or the closing handshake, closing TCP waits for the peer's FIN
+        # (LINGER_TIMEOUT, _linger): this timer, whichever of the two is running.
+        self.closing_timer: Optional[asyncio.TimerHandle] = None
         self.ping_payload: Optional[bytes] = None
         self.stall_watch: Optional[WriteStallWatch] = None  # made on the first pause_writing
         # Access log.
@@ -273,7 +274,7 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         contexts, and telling the app, wait their turn in ConnectionEnds."""
         self.server_state.connections.discard(self)
         self._drop_unsent()
-        for timer in (self.accept_timer, self.close_timer, self.failure_timer, self.pong_timer):
+        for timer in (self.accept_timer, self.close_timer, self.closing_timer, self.pong_timer):
             if timer is not None:
                 timer.cancel()
         if self.ping_slot:
@@ -320,11 +321,11 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         if self.status != 101 or not self.queued_messages:
             self._send_failure()
         else:
-            self.failure_timer = self.loop.call_later(self.config.ws_close_timeout or 10.0,
+            self.closing_timer = self.loop.call_later(self.config.ws_close_timeout or 10.0,
                                                       self._send_failure)
 
     def _send_failure(self) -> None:
-        self.failure_timer = None
+        self.closing_timer = None
         if not self.failure_pending or self.transport.is_closing():
             return
         self.failure_pending = False
@@ -339,11 +340,12 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         self._linger()
 
     def _linger(self) -> None:
-        """Close TCP after a failure without losing the Close just written: FIN after it, then
-        read and drop what the peer still sends until its FIN, for LINGER_TIMEOUT at most. A
-        peer fails mid-stream (the frames behind a violation may still be arriving), and
-        closing with bytes unread makes the kernel answer them with RST, which can destroy the
-        Close and the echoes before it in the peer's receive buffer."""
+        """Close TCP without losing the Close just written: FIN after it (the server closes
+        first, RFC 6455 §7.1.1), then read and drop what the peer still sends until its FIN,
+        for LINGER_TIMEOUT at most. A peer that fails may be mid-stream (the frames behind a
+        violation still arriving), and one may send frames behind its own Close; closing with
+        bytes unread makes the kernel answer them with RST, which can destroy the Close and
+        the messages before it in the peer's receive buffer."""
         self._flush()
         transport = self.transport
         if transport.is_closing() or not transport.can_write_eof():
@@ -351,17 +353,19 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
             return
         transport.write_eof()
         self._read_to_drop()
-        self.failure_timer = self.loop.call_later(LINGER_TIMEOUT, self._close_after_eof)
+        self.closing_timer = self.loop.call_later(LINGER_TIMEOUT, self._close_after_eof)
 
     def _close_received(self, event: CloseReceived) -> None:
         conn = self.conn
         if not self.closed_by:
             self.closed_by = "peer"
+        if self.close_timer is not None:  # ours was answered
+            self.close_timer.cancel()
+            self.close_timer = None
         for frame in conn.data_to_send():  # the Close echo
             self._write(frame)
         self._queue_disconnect(event.code, event.reason)
-        # The server closes the TCP connection first (RFC 6455 §7.1.1).
-        self._close_transport()
+        self._linger()
 
     def _transition(self, message_type: str) -> None:
         if self.state is AppState.CLOSED or self.transport.is_closing():
@@ -456,8 +460,8 @@ class WebSocketProtocol(WebSocketBridge, asyncio.BufferedProtocol):
         waiting for the app."""
         if self.transport is None or self.transport.is_closing():
             return
-        if self.conn is not None and self.conn.failure is not None and not self.failure_pending:
-            self.transport.close()  # failed, its Close sent, lingering: nothing to wait for
+        if self.closing_timer is not None and not self.failure_pending:
+            self.transport.close()  # lingering (its Close exchanged or sent): nothing to wait for
             return
         if self.state is AppState.CONNECTING:
             self._http_response(503, [], b"Server shutting down\n")
