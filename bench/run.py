@@ -719,7 +719,7 @@ def parse_args(argv=None):
                         "spread of the repeats), 1 s windows, 1000 idle connections, wrk 2 s")
     p.add_argument("--servers",
                    help="comma-separated, from: " + ", ".join(srv.SERVER_ORDER)
-                   + " [all; with --save-baseline/--compare: " + ",".join(baseline.SERVERS) + "]")
+                   + " [asgiws and every peer, not the asgiws-* pair variants; with --save-baseline/--compare: " + ",".join(baseline.SERVERS) + "]")
     p.add_argument("--scenarios",
                    help="comma-separated, from: " + ", ".join(SCENARIO_BY_KEY)
                    + " [all; with --compare: the baseline's]")
@@ -756,7 +756,7 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
     if args.servers is None:
-        args.servers = ",".join(baseline.SERVERS if baseline_mode else srv.SERVER_ORDER)
+        args.servers = ",".join(baseline.SERVERS if baseline_mode else srv.DEFAULT_SERVERS)
     if baseline_mode:
         # The baseline's figures are per-repeat ratios: every repeat measures every cell,
         # idle memory included; and a short run is no record for RESULTS.md.

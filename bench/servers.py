@@ -156,6 +156,10 @@ SERVERS = {
                   notes="ceiling, not WebSocket: uvloop Protocol writing back every byte read"),
 }
 SERVER_ORDER = list(SERVERS)
+# bench/run.py without --servers: asgiws and its peers. The asgiws-* variants (metrics on, Python's
+# GC thresholds, another checkout) are the other halves of before/after pairs, named when wanted
+# (asgiws-base also needs ASGIWS_BASE_DIR).
+DEFAULT_SERVERS = [name for name in SERVER_ORDER if not name.startswith("asgiws-")]
 
 
 def package_version(name: str) -> str:
