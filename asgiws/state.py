@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional, Set, Tuple
 
-# A connection closing after an error it answered (an HTTP error response, the Close for a
-# WebSocket protocol violation) sends FIN after the answer, then reads and drops what its peer
-# still sends, for this long at most: closing with bytes unread makes the kernel answer them with
-# RST, which can destroy the answer before the peer reads it. (nginx's lingering_close.)
+# A connection closing after its last word (an HTTP error response; a WebSocket's Close, after a
+# protocol violation or in the closing handshake) sends FIN after it, then reads and drops what
+# its peer still sends, for this long at most: closing with bytes unread makes the kernel answer
+# them with RST, which can destroy that last word before the peer reads it. (nginx's
+# lingering_close.)
 LINGER_TIMEOUT = 2.0
 
 

@@ -330,9 +330,9 @@ cdef class WebSocketBridge:
         self._update_reading()
 
     def _read_to_drop(self):
-        """After a failure, its Close sent: give back what only the wire needed (the connection
-        parses nothing more, what is read is dropped as it comes) and read on, whatever paused
-        reading, within the per-turn budget."""
+        """Closing, its Close sent (after a failure or the closing handshake): give back what
+        only the wire needed (the connection parses nothing more, what is read is dropped as it
+        comes) and read on, whatever paused reading, within the per-turn budget."""
         self.conn_.release()
         self.conn_more = False
         self.paused_for &= _PAUSED_TURN

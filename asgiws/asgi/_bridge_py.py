@@ -248,9 +248,9 @@ class WebSocketBridge:
         self._update_reading()
 
     def _read_to_drop(self) -> None:
-        """After a failure, its Close sent: give back what only the wire needed (the connection
-        parses nothing more, what is read is dropped as it comes) and read on, whatever paused
-        reading, within the per-turn budget."""
+        """Closing, its Close sent (after a failure or the closing handshake): give back what
+        only the wire needed (the connection parses nothing more, what is read is dropped as it
+        comes) and read on, whatever paused reading, within the per-turn budget."""
         self._conn.release()
         self._conn_more = False
         self.paused_for &= _PAUSED_TURN
