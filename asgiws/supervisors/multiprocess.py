@@ -547,6 +547,8 @@ def _start_health_thread(fd: int, interval: float) -> None:
     until the pipe breaks (the supervisor is gone) or the process exits."""
 
     def beat() -> None:
+        # The worker's signals are the main thread's (see _Worker.serve): never taken here.
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         try:
             while True:
                 os.write(fd, b".")
@@ -587,12 +589,18 @@ class _Worker:
             finally:
                 watchdog.cancel()
         finally:
-            for sig in WORKER_SIGNALS:
-                loop.remove_signal_handler(sig)
-                # Not back to the default action, which ends the process: the supervisor's
-                # SIGTERM may arrive after a Ctrl+C's SIGINT has shut this one down already,
-                # and must not turn its clean exit into "killed by SIGTERM".
-                signal.signal(sig, signal.SIG_IGN)
+            # Not back to the default action, which ends the process: the supervisor's SIGTERM
+            # may arrive after a Ctrl+C's SIGINT has shut this one down already, and must not
+            # turn its clean exit into "killed by SIGTERM". remove_signal_handler restores the
+            # default before SIG_IGN replaces it, so the signals wait blocked meanwhile (a
+            # pending one is then discarded, being ignored).
+            signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+            try:
+                for sig in WORKER_SIGNALS:
+                    loop.remove_signal_handler(sig)
+                    signal.signal(sig, signal.SIG_IGN)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
 
     def _on_signal(self, sig: int) -> None:
         force = sig == signal.SIGQUIT or (sig == signal.SIGINT and self.interrupted)
