@@ -4,6 +4,7 @@
     python bench/http_profile.py --server uvicorn        # uvicorn --http httptools, same app
     python bench/http_profile.py --repo /tmp/asgiws-base # another checkout (built in place)
     python bench/http_profile.py --top 40                # more functions
+    python bench/http_profile.py --python /path/venv312/bin/python   # another CPython
     python bench/http_profile.py --server floor-task     # bench/http_floor.py: the floors
     python bench/http_profile.py --websocket             # WebSocket echo round trips instead
     python bench/http_profile.py --websocket --server picows   # the picows echo server (ceilings.py)
@@ -96,7 +97,7 @@ async def send_requests(port: int, total: int, conns: int) -> None:
 
 
 def server_command(args: argparse.Namespace, port: int) -> list[str]:
-    python = os.path.join(args.repo, ".venv", "bin", "python")
+    python = args.python or os.path.join(args.repo, ".venv", "bin", "python")
     if not os.path.exists(python):
         python = sys.executable
     common = ["apps:echo", "--port", str(port), "--log-level", "warning", "--no-access-log"]
@@ -181,6 +182,7 @@ def main() -> None:
                         help="requests [3200], or round trips with --websocket [12800: the 64 handshakes "
                              "then add ~1 %%]")
     parser.add_argument("--conns", type=int, default=64)
+    parser.add_argument("--python", help="the server's interpreter (a venv's bin/python) [the checkout's .venv]")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     if args.requests is None:

@@ -341,6 +341,83 @@ def test_pipelined_post_bodies(run_server):
         assert conn.at_eof()
 
 
+# -- the app's task --------------------------------------------------------------------------
+
+
+def server_tasks(server) -> int:
+    """How many app tasks the server counts as running, read on its loop one turn from now."""
+
+    async def count() -> int:
+        await asyncio.sleep(0)
+        return len(server.server.server_state.tasks)
+
+    return asyncio.run_coroutine_threadsafe(count(), server.loop).result(TIMEOUT)
+
+
+def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
+    """Every app runs in an asyncio Task of its own. On Python 3.12+ a request read off the
+    socket starts it eagerly (protocol.EAGER_START): an app that finishes in that first step, one
+    that waits on something, one that waits for its body and a pipelined one must all be real
+    tasks, and none may stay in the server's set of running tasks (graceful shutdown waits on it;
+    --limit-concurrency counts it)."""
+    seen = []
+    started = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        seen.append(isinstance(asyncio.current_task(), asyncio.Task))
+        started.set()
+        if scope["path"] == "/wait":
+            await asyncio.sleep(0)
+        body = await read_body(receive)
+        await send_text(send, b"ok " + body)
+
+    with run_server(app, lifespan="off") as server, RawConnection(server) as conn:
+        for path in (b"/", b"/wait", b"/"):
+            conn.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            assert conn.read_response().body == b"ok "
+            assert server_tasks(server) == 0
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")  # the body comes later
+        started.clear()
+        assert started.wait(TIMEOUT)
+        assert server_tasks(server) == 1  # waiting in receive()
+        conn.send(b"body")
+        assert conn.read_response().body == b"ok body"
+        assert server_tasks(server) == 0
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [conn.read_response().body for _ in range(2)] == [b"ok ", b"ok "]
+        assert server_tasks(server) == 0
+    assert seen == [True] * 6
+
+
+def test_a_task_factory_the_app_installs_makes_every_app_task(run_server):
+    """An app (or its instrumentation) that sets the loop's task factory in its lifespan gets
+    every request's task from it: no task is started eagerly past it."""
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            asyncio.get_running_loop().set_task_factory(factory)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            asyncio.get_running_loop().set_task_factory(None)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send_text(send, b"%d" % made.index(asyncio.current_task()))
+
+    with run_server(app, lifespan="on") as server, RawConnection(server) as conn:
+        for expected in (b"0", b"1", b"2"):
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.read_response().body == expected
+
+
 def test_large_response_with_backpressure(run_server):
     """`await send` waits while the client is not reading; nothing is lost."""
     finished = threading.Event()
