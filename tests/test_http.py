@@ -355,11 +355,11 @@ def server_tasks(server) -> int:
 
 
 def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
-    """Every app runs in an asyncio Task of its own. On Python 3.12+ a request read off the
-    socket starts it eagerly (protocol.EAGER_START): an app that finishes in that first step, one
-    that waits on something, one that waits for its body and a pipelined one must all be real
-    tasks, and none may stay in the server's set of running tasks (graceful shutdown waits on it;
-    --limit-concurrency counts it)."""
+    """Every app runs in an asyncio Task of its own: an app that finishes in its first step, one
+    that waits on something, one that waits for its body and a pipelined one are all real tasks,
+    and none stays in the server's set of running tasks once done (graceful shutdown waits on
+    it; --limit-concurrency counts it). Pins what any change to how the task starts (an eager
+    start was tried: protocol._start_cycle) must keep."""
     seen = []
     started = threading.Event()
 
@@ -393,7 +393,7 @@ def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
 
 def test_a_task_factory_the_app_installs_makes_every_app_task(run_server):
     """An app (or its instrumentation) that sets the loop's task factory in its lifespan gets
-    every request's task from it: no task is started eagerly past it."""
+    every request's task from it."""
     made = []
 
     def factory(loop, coro, **kwargs):

@@ -21,7 +21,6 @@ cdef class HttpProtocol:
     cdef public object response_fields
     cdef public bint _websocket
     cdef public bint _reset_contextvars
-    cdef public bint _eager_start
     cdef public object _trusted
     cdef public object _limit_max_head
     cdef public object _limit_concurrency
@@ -37,7 +36,6 @@ cdef class HttpProtocol:
     cdef public str _scheme
     cdef public bint _from_proxy
     cdef public object _active
-    cdef public object _app_to_start
     cdef public object _parsing
     cdef public object _pipeline
     cdef public Py_ssize_t _pipeline_bytes
@@ -85,7 +83,7 @@ cdef class HttpProtocol:
     cdef _on_parser_upgrade(self)
     cdef _upgrade_to_websocket(self, bytes leftover)
     cdef dict _scope(self, str method, str http_version)
-    cdef _start_cycle(self, object cycle, object app, bint eager=*)
+    cdef _start_cycle(self, object cycle, object app)
     cpdef response_complete(self, object cycle)
     cdef _advance(self)
     cdef _drop_pipeline(self)

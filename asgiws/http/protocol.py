@@ -19,11 +19,6 @@ A connection serves requests one at a time, in order:
 - Pipelining (RFC 9112 §9.3.2): requests whose heads are parsed while another is in flight wait
   in `_pipeline`, and reading pauses until they have run: responses go out in request order.
   Parsing ahead stops once the pipeline holds PIPELINE_HIGH_WATER bytes (see there).
-- Each request's app runs in an asyncio Task of its own, made once httptools has returned from
-  the slice that completed the head (not inside its callback). On Python 3.12+ the task starts
-  eagerly (EAGER_START): the app's first step runs in that same read callback, so a response the
-  app sends without waiting on anything goes out in the loop turn that read its request. A
-  pipelined request's task is made when the one before it completes, and starts on the next turn.
 - Request bodies are buffered per request until the app calls `receive()`; past
   REQUEST_BODY_HIGH_WATER (each chunk counted with its overhead) parsing and reading pause, so a
   slow app slows the client instead of growing memory.
@@ -57,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import sys
 import time
 import urllib.parse
 from collections import deque
@@ -116,15 +110,6 @@ PARSE_BUDGET = 65536
 PIPELINE_HIGH_WATER = 16384
 PIPELINED_REQUEST_OVERHEAD = 1280
 HEADER_OVERHEAD = 128
-
-# Python 3.12+ can start a task eagerly (`eager_start`): its first step runs at once, in the
-# caller, and a task that finishes in that step is never scheduled and never enters asyncio's
-# WeakSet of tasks. A plain response (the app sends without waiting on anything) is then written
-# in the same loop turn as its request was read: no Handle, no loop turn and no WeakSet entry
-# and removal per request (with 3.11's lazy start those are ~10k of its ~65k instructions). The
-# task is a real one all the same: current_task(), cancellation and contextvars are as usual.
-EAGER_START = sys.version_info >= (3, 12)
-_Task: Any = asyncio.Task  # typed loosely: `eager_start` is not in 3.11's signature, which mypy may check against
 
 # On shutdown, how long a connection that has not sent its first request yet may still send it.
 FIRST_REQUEST_GRACE = 1.0
@@ -217,9 +202,6 @@ class HttpProtocol:
         self._limit_concurrency = config.limit_concurrency
         self._timeout_keep_alive = config.timeout_keep_alive
         self._tasks = server_state.tasks
-        # Checked once per connection: an app that installs a task factory (in its lifespan, the
-        # connection is made after it) gets every app task from it, so none is started eagerly.
-        self._eager_start = EAGER_START and self.loop.get_task_factory() is None
         self._limit_max_headers = config.limit_max_headers
         self.timeout_write_stall = config.timeout_write_stall
         self._extensions_10 = EXTENSIONS  # HTTP/1.0 requests
@@ -231,7 +213,6 @@ class HttpProtocol:
         self._scheme = "http"
         self._from_proxy = False  # the peer is in --forwarded-allow-ips: read its proxy headers
         self._active: Optional[RequestCycle] = None  # the request whose app runs / response is in flight
-        self._app_to_start: Optional[Callable[..., Any]] = None  # _active's, until _feed starts it
         self._parsing: Optional[RequestCycle] = None  # the request whose body is still arriving
         self._pipeline: Deque[Tuple[RequestCycle, Callable[..., Any]]] = deque()  # parsed, waiting for _active
         self._pipeline_bytes = 0  # their queued_bytes; bound: PIPELINE_HIGH_WATER (+ one slice)
@@ -409,14 +390,7 @@ class HttpProtocol:
         between_messages = not self._head_in_progress and self._parsing is None
         messages_before = self._messages_begun
         try:
-            try:
-                self.parser.feed_data(chunk)
-            finally:
-                if self._app_to_start is not None:  # a request became _active in this slice
-                    app, self._app_to_start = self._app_to_start, None
-                    cycle = self._active
-                    assert cycle is not None, "on_headers_complete made it active"
-                    self._start_cycle(cycle, app, True)
+            self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as upgrade:
             # httptools stopped at the end of a head that asks for a protocol switch; the offset
             # is into this chunk, so what follows the head is the rest of `data`.
@@ -600,11 +574,7 @@ class HttpProtocol:
         app = service_unavailable if self._limit_concurrency is not None and self._over_concurrency_limit() else self.app
 
         if self._active is None and not self._pipeline and not self.write_paused:
-            # Its app starts once httptools returns (_feed), not inside its callback: the app
-            # may run its first step at once (EAGER_START) and finish the response, which moves
-            # the connection on to what the parser has not reached yet.
-            self._active = cycle
-            self._app_to_start = app
+            self._start_cycle(cycle, app)
         else:
             # Parsed ahead: it waits its turn (or for the previous response to drain), counted
             # against PIPELINE_HIGH_WATER until it starts.
@@ -735,24 +705,19 @@ class HttpProtocol:
 
     # -- moving between requests -------------------------------------------------------------
 
-    def _start_cycle(self, cycle: RequestCycle, app: Callable[..., Any], eager: bool = False) -> None:
-        """Run the app in a task of its own. `eager`: the request was just read (see _feed), so
-        the app may take its first step now, where the loop allows it (EAGER_START)."""
+    def _start_cycle(self, cycle: RequestCycle, app: Callable[..., Any]) -> None:
         self._active = cycle
-        coro = cycle.run_asgi(app, self._tasks)
-        # --reset-contextvars: the task copies the context it is created in, here an empty one.
-        if eager and self._eager_start:
-            if self._reset_contextvars:
-                task = contextvars.Context().run(_Task, coro, loop=self.loop, eager_start=True)
-            else:
-                task = _Task(coro, loop=self.loop, eager_start=True)
-        elif self._reset_contextvars:
-            task = contextvars.Context().run(self.loop.create_task, coro)
+        if self._reset_contextvars:  # the task copies the context it is created in: an empty one
+            task = contextvars.Context().run(self.loop.create_task, cycle.run_asgi(app, self._tasks))
         else:
-            task = self.loop.create_task(coro)
-        cycle.task = task  # run_asgi takes it out of _tasks when the app is done
-        if not task.done():  # done already: an eager step ran the whole app, and no task was in _tasks
-            self._tasks.add(task)
+            task = self.loop.create_task(cycle.run_asgi(app, self._tasks))
+        # The app runs from the next loop turn on, and takes its task out of _tasks. Not started
+        # eagerly (Python 3.12's eager_start, tried in 0941e78): that ran ~8 % fewer instructions
+        # per request but answered ~10 % fewer requests per second, because a loop turn that
+        # reads 64 requests and then writes 64 responses costs less than 64 read-write pairs
+        # (bench/RESULTS.md, "HTTP per request").
+        cycle.task = task
+        self._tasks.add(task)
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle once its last body byte is written."""
