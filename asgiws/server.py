@@ -57,19 +57,27 @@ class StartupError(Exception):
 class Server:
     def __init__(
         self, config: Config, sockets: Optional[List[socket.socket]] = None, ssl_context: Any = None,
-        metrics: Any = None,
+        metrics: Any = None, balance: Any = None,
     ) -> None:
         """`sockets`: listening sockets someone else bound (the --workers supervisor, gunicorn).
         They are served instead of binding per the config, never unlinked, and not announced:
         whoever bound them says where the server listens. `ssl_context`: TLS for them, made
         elsewhere (gunicorn's settings); by default it comes from the --ssl-* settings.
         `metrics`: an asgiws.metrics.Metrics someone else serves (the supervisor's exporter);
-        by default, with --metrics-port, the server makes and serves its own."""
+        by default, with --metrics-port, the server makes and serves its own. `balance`: an
+        asgiws.supervisors.balance.AcceptBalance, for `sockets` shared with other worker
+        processes; it may pause this server's accepting while this one holds more than its share
+        of the connections (the listeners then listen on duplicates of `sockets`)."""
         self.config = config
         self.sockets = sockets
         self.ssl_context = ssl_context
         self.server_state = ServerState()
         self.server_state.metrics = metrics
+        self.server_state.balance = balance
+        self.balance = balance
+        self._listen_args: Any = None  # (app, ssl_context), kept to listen again after a pause
+        self._accepting_ended = False  # shutdown closed the listeners for good
+        self._resuming: Optional[asyncio.Task[None]] = None
         self.exporter: Any = None  # asgiws.metrics.Exporter, when this server serves /metrics
         self.lifespan: Optional[Lifespan] = None
         self.listeners: List[asyncio.Server] = []
@@ -139,7 +147,11 @@ class Server:
         if sockets is None:
             sockets = bind_sockets(config)
             self._uds_path = config.uds
-        self.listeners = [await self._listen(app, sock, ssl_context) for sock in sockets]
+        self._listen_args = (app, ssl_context)
+        if self.balance is not None:  # a pause closes a duplicate, and the shared socket stays
+            self.listeners = [await self._listen(app, sock.dup(), ssl_context) for sock in sockets]
+        else:
+            self.listeners = [await self._listen(app, sock, ssl_context) for sock in sockets]
         try:
             if config.metrics_port is not None and self.sockets is None:
                 self._start_metrics()
@@ -162,6 +174,8 @@ class Server:
             warning = origin_policy_warning(config, served, tls=ssl_context is not None)
             if warning is not None:
                 logger.warning("%s", warning)
+        if self.balance is not None:
+            self.balance.start(self)
         self.started = True
 
     async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.Server:
@@ -203,7 +217,11 @@ class Server:
         logger.info("Shutting down")
         state = self.server_state
 
-        # 1. Stop accepting: from here the kernel refuses new connections.
+        # 1. Stop accepting: from here the kernel refuses new connections (or, for sockets shared
+        #    with other workers, leaves them to those).
+        self._accepting_ended = True
+        if self.balance is not None:
+            self.balance.stop()
         self._close_listeners()
 
         # 2. Ask every connection to finish what it is doing.
@@ -256,6 +274,35 @@ class Server:
         if self.exporter is not None:
             self.exporter.stop()
             self.exporter = None
+
+    def pause_accepting(self) -> None:
+        """Stop accepting for now (asgiws.supervisors.balance): the listeners close, and the
+        shared sockets' queues stay for the other workers."""
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
+
+    def resume_accepting(self) -> None:
+        """Listen again after pause_accepting, on new duplicates of the shared sockets."""
+        if self._resuming is None and not self._accepting_ended:
+            self._resuming = asyncio.get_running_loop().create_task(self._resume_accepting())
+
+    async def _resume_accepting(self) -> None:
+        try:
+            assert self.sockets is not None and self._listen_args is not None, "only shared sockets pause"
+            app, ssl_context = self._listen_args
+            listeners = [await self._listen(app, sock.dup(), ssl_context) for sock in self.sockets]
+            if self._accepting_ended:  # shutdown began meanwhile
+                for listener in listeners:
+                    listener.close()
+                return
+            self.listeners = listeners
+            for listener in listeners:
+                await listener.start_serving()
+        except Exception as exc:  # noqa: BLE001 - out of descriptors, ...: the other workers serve
+            logger.error("Could not listen again: %s", exc)
+        finally:
+            self._resuming = None
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:

@@ -34,3 +34,6 @@ class ServerState:
         # --metrics-port: an asgiws.metrics.Metrics the protocols record into, or None. Each
         # connection reads it once when it is made (no metrics: nothing recorded, nothing timed).
         self.metrics: Any = None
+        # --workers: an asgiws.supervisors.balance.AcceptBalance told of each new connection (it
+        # may pause this worker's accepting), or None.
+        self.balance: Any = None

@@ -169,6 +169,85 @@ def test_sighup_closes_the_replaced_workers_websockets_with_1012(spawn_server, t
     assert "disconnect 1012" in (tmp_path / "events").read_text().splitlines()
 
 
+# -- spreading connections over the workers (asgiws.supervisors.balance) -------------------
+
+
+def hold_connections(proc, count: int) -> tuple:
+    """Open `count` connections at once, ask each which worker serves it, keep them open:
+    (the sockets, a Counter of pids)."""
+    import collections
+    import concurrent.futures
+
+    def one(_: int) -> tuple:
+        sock = socket.create_connection((proc.host, proc.port), timeout=TIMEOUT)
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"content-length: (\d+)", data, re.I).group(1)):  # fmt: skip
+            chunk = sock.recv(4096)
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return sock, int(data.split(b"\r\n\r\n", 1)[1])
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        held = list(pool.map(one, range(count)))
+    return [sock for sock, _ in held], collections.Counter(pid for _, pid in held)
+
+
+def test_a_burst_of_connections_spreads_over_the_workers(spawn_server, tmp_path):
+    """64 connects at once: the worker that wakes first used to take most or all of them (libuv
+    accepts until the shared queue is empty; 64/0 and 2/62 were seen). Now a worker ahead of its
+    share stops accepting until the others catch up (pause margin: 4 connections, or 1/8 of the
+    share), so each holds about half. Bound loosely: a worker starved of CPU for MAX_PAUSE (0.25 s)
+    lets the other take the rest, by design."""
+    with spawn_workers(spawn_server, tmp_path) as proc:
+        workers = set(serving_pids(proc))
+        socks, per_worker = hold_connections(proc, 64)
+        try:
+            assert set(per_worker) == workers and min(per_worker.values()) >= 16, per_worker
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_a_stopped_worker_does_not_hold_up_the_shared_queue(spawn_server, tmp_path):
+    """With one worker stopped, the other passes its share, pauses, and MAX_PAUSE later accepts
+    again (and does not pause for COOLDOWN): every connection is served, none waits for the
+    stopped worker."""
+    with spawn_workers(spawn_server, tmp_path, "--log-level", "debug") as proc:
+        stopped, serving = serving_pids(proc)
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            socks, per_worker = hold_connections(proc, 24)
+            try:
+                assert per_worker == {serving: 24}
+                proc.wait_for_line(rf"Worker \[{serving}\] holds 9 connections, its share 4.5: not accepting for up to 0.25s")
+                proc.wait_for_line(rf"Worker \[{serving}\] holds \d+ connections, its share [\d.]+, after 0.25s: "
+                                   r"accepting again \(not pausing for 1s\)")  # fmt: skip
+            finally:
+                for sock in socks:
+                    sock.close()
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert pids_answering(proc, {stopped, serving}) == {stopped, serving}
+
+
+def test_the_connection_table_is_shared_with_forked_workers():
+    from asgiws.supervisors.balance import ConnectionTable, margin
+
+    table = ConnectionTable(4)
+    pid = os.fork()
+    if pid == 0:
+        table.set(2, 40)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    table.set(0, 24)
+    assert table.total() == 64
+    table.clear(2)
+    assert table.total() == 24
+    assert margin(2.0) == 4 and margin(320.0) == 40
+
+
 def test_sigterm_stops_supervisor_and_workers_with_status_0(spawn_server, tmp_path):
     with spawn_workers(spawn_server, tmp_path) as proc:
         workers = serving_pids(proc)

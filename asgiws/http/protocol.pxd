@@ -17,6 +17,7 @@ cdef class HttpProtocol:
     cdef public bytes _raw_root_path
     cdef public bint access_log
     cdef public object _metrics
+    cdef public object _balance
     cdef public bint observed
     cdef public object response_fields
     cdef public bint _websocket

@@ -193,6 +193,7 @@ class HttpProtocol:
         # Metrics (--metrics-port) or None; like the access log, decided once per connection:
         # with both off, no request is timed and nothing is recorded (record_response).
         self._metrics = server_state.metrics
+        self._balance = server_state.balance  # --workers: may pause accepting (supervisors.balance)
         self.observed = self.access_log or self._metrics is not None
         self.response_fields = config.response_fields
         self._websocket = config.ws != "none"  # --ws none: an upgrade to WebSocket is served as plain HTTP
@@ -274,6 +275,8 @@ class HttpProtocol:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream server's BaseTransport is a Transport
         self.server_state.connections.add(self)
+        if self._balance is not None:
+            self._balance.connection_opened()
         if self._metrics is not None:
             self._metrics.connection_opened("http")
         self._server = _address(transport.get_extra_info("sockname"), unix_path=True)

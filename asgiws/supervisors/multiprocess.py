@@ -6,7 +6,9 @@
         └── ...
 
 The workers accept on the same listening socket; the kernel hands each new connection to one of
-them. The supervisor never serves a request and never imports the app (each worker does, after
+them, and a worker holding more than its share of the connections stops accepting for a moment
+so the others take the next ones (asgiws.supervisors.balance: the counts are in a table in
+shared memory that the supervisor makes before the first fork). The supervisor never serves a request and never imports the app (each worker does, after
 the fork, so a reload picks up new code). It:
 
 - starts the workers and waits until each is serving: a worker writes one byte to its readiness
@@ -71,6 +73,7 @@ from typing import Dict, List, Optional
 from asgiws import metrics
 from asgiws.asgi.app import AppImportError
 from asgiws.config import Config
+from asgiws.supervisors.balance import AcceptBalance, ConnectionTable
 from asgiws.supervisors.signals import SignalPipe
 from asgiws.server import (
     Server,
@@ -114,8 +117,10 @@ class Phase(enum.Enum):
 class WorkerProcess:
     """The supervisor's view of one worker."""
 
-    def __init__(self, pid: int, ready_fd: int, generation: int, health_fd: Optional[int] = None) -> None:
+    def __init__(self, pid: int, ready_fd: int, generation: int, health_fd: Optional[int] = None,
+                 slot: Optional[int] = None) -> None:  # fmt: skip
         self.pid = pid
+        self.slot = slot  # its row in the supervisor's ConnectionTable, if it got one
         self.ready_fd: Optional[int] = ready_fd  # read end of the readiness pipe, until it reports
         self.health_fd = health_fd  # read end of the health pipe (--timeout-worker-healthcheck)
         self.last_heard = time.monotonic()
@@ -142,6 +147,10 @@ class Supervisor:
         self.metrics_dir: Optional[str] = None
         self.metrics_socket: Optional[socket.socket] = None
         self.exporter_pid = 0
+        # Open connections per worker, in shared memory (asgiws.supervisors.balance): a row for
+        # each worker, and as many again for the ones a rolling restart or respawn starts while
+        # old ones drain.
+        self.table = ConnectionTable(2 * config.workers) if config.workers > 1 else None
 
     # -- the supervisor's life ---------------------------------------------------------------
 
@@ -263,7 +272,14 @@ class Supervisor:
         while len(self._active()) < self.config.workers and time.monotonic() >= self.next_spawn:
             self._spawn()
 
+    def _free_slot(self) -> Optional[int]:
+        if self.table is None:
+            return None
+        taken = {worker.slot for worker in self.workers.values()}
+        return next((slot for slot in range(self.table.slots) if slot not in taken), None)
+
     def _spawn(self) -> None:
+        slot = self._free_slot()
         ready_r, ready_w = os.pipe()
         health_r, health_w = os.pipe() if self.config.timeout_worker_healthcheck is not None else (None, None)
         try:
@@ -285,13 +301,17 @@ class Supervisor:
                 if health_r is not None and health_w is not None:
                     os.close(health_r)
                     _start_health_thread(health_w, self._health_interval())
-                status = run_worker(self.config, self.sockets, ready_w)
+                balance = None
+                if self.table is not None and slot is not None:
+                    self.table.clear(slot)
+                    balance = AcceptBalance(self.table, slot, self.config.workers)
+                status = run_worker(self.config, self.sockets, ready_w, balance)
             finally:
                 os._exit(status)
         os.close(ready_w)
         if health_w is not None:
             os.close(health_w)
-        self.workers[pid] = WorkerProcess(pid, ready_r, self.generation, health_r)
+        self.workers[pid] = WorkerProcess(pid, ready_r, self.generation, health_r, slot)
 
     def _in_child(self) -> None:
         """Right after the fork: drop what belongs to the supervisor."""
@@ -323,6 +343,8 @@ class Supervisor:
                 continue
             if self.metrics_dir is not None:
                 metrics.worker_exited(pid)
+            if self.table is not None and worker.slot is not None:
+                self.table.clear(worker.slot)  # its connections are gone with it
             for fd in (worker.ready_fd, worker.health_fd):
                 if fd is not None:
                     os.close(fd)
@@ -521,9 +543,10 @@ def read_readiness(ready_fd: int) -> bool:
     return bool(data)
 
 
-def run_worker(config: Config, sockets: List[socket.socket], ready_fd: int) -> int:
+def run_worker(config: Config, sockets: List[socket.socket], ready_fd: int,
+               balance: Optional[AcceptBalance] = None) -> int:  # fmt: skip
     """A worker process's whole life, after the fork: the exit status."""
-    worker = _Worker(config, sockets, ready_fd)
+    worker = _Worker(config, sockets, ready_fd, balance)
     try:
         run_event_loop(config.new_event_loop(), worker.serve())
         return 0
@@ -564,10 +587,11 @@ WORKER_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "
 
 
 class _Worker:
-    def __init__(self, config: Config, sockets: List[socket.socket], ready_fd: int) -> None:
+    def __init__(self, config: Config, sockets: List[socket.socket], ready_fd: int,
+                 balance: Optional[AcceptBalance] = None) -> None:  # fmt: skip
         # --metrics-port: this worker records into the supervisor's directory; the exporter serves.
         recorder = metrics.Metrics() if config.metrics_port is not None else None
-        self.server = Server(config, sockets=sockets, metrics=recorder)
+        self.server = Server(config, sockets=sockets, metrics=recorder, balance=balance)
         self.ready_fd = ready_fd
         self.supervisor_pid = os.getppid()
         self.exiting = False
