@@ -232,6 +232,65 @@ def test_a_stopped_worker_does_not_hold_up_the_shared_queue(spawn_server, tmp_pa
         assert pids_answering(proc, {stopped, serving}) == {stopped, serving}
 
 
+def test_the_balance_decisions_step_by_step():
+    """AcceptBalance's decisions on a stand-in clock and server (the processes are tested
+    above): ahead of its share it pauses; past MAX_PAUSE it stays paused while the other worker
+    takes connections, and listens again once within its share; when the other takes none (it is
+    stopped), MAX_PAUSE ends the pause and COOLDOWN follows."""
+    import types
+
+    from asgiws.supervisors.balance import COOLDOWN, MAX_PAUSE, AcceptBalance, ConnectionTable
+
+    class StandIn:  # what the balance uses of the loop and of asgiws.server.Server
+        def __init__(self) -> None:
+            self.now = 0.0
+            self.server_state = types.SimpleNamespace(connections=set())
+            self.events: list = []
+
+        def time(self) -> float:
+            return self.now
+
+        def call_later(self, delay, callback):
+            return types.SimpleNamespace(cancel=lambda: None)
+
+        def pause_accepting(self) -> None:
+            self.events.append("pause")
+
+        def resume_accepting(self) -> None:
+            self.events.append("resume")
+
+    def balance_holding(mine: int) -> tuple:
+        table, standin = ConnectionTable(2), StandIn()
+        balance = AcceptBalance(table, 0, 2)
+        balance.server = balance.loop = standin
+        standin.server_state.connections.update(range(mine))
+        return table, standin, balance
+
+    table, standin, balance = balance_holding(30)
+    balance.connection_opened()  # 30 > 15 + 4
+    assert standin.events == ["pause"]
+    for other in range(1, 6):  # the other worker takes connections: the pause goes on
+        table.set(1, other)
+        standin.now += MAX_PAUSE
+        balance._check()
+    assert standin.events == ["pause"] and balance.paused_at == standin.now
+    table.set(1, 28)  # 30 against a share of 29: within it
+    balance._check()
+    assert standin.events == ["pause", "resume"] and balance.cooldown_until == 0.0
+
+    table, standin, balance = balance_holding(9)  # 9 > 4.5 + 4; the other worker stopped
+    balance.connection_opened()
+    standin.now += MAX_PAUSE / 2
+    balance._check()
+    assert standin.events == ["pause"]
+    standin.now += MAX_PAUSE / 2
+    balance._check()
+    assert standin.events == ["pause", "resume"] and balance.cooldown_until == standin.now + COOLDOWN
+    standin.server_state.connections.add("one more")
+    balance.connection_opened()  # cooling down: no pause
+    assert standin.events == ["pause", "resume"]
+
+
 def test_the_connection_table_is_shared_with_forked_workers():
     from asgiws.supervisors.balance import ConnectionTable, margin
 

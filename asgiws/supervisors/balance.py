@@ -16,10 +16,12 @@ once it is back within its share.
     margin = max(MARGIN_MIN, share × MARGIN_FRACTION)
     pause when mine > share + margin; listen again when mine ≤ share + margin / 2
 
-A pause is bounded: after MAX_PAUSE the worker listens again whatever the others did (a worker
-that is stopped, or stuck in a handler that holds its loop, must not leave the queue unserved),
-and then does not pause for COOLDOWN. The worst case is the shared queue as it was, plus
-MAX_PAUSE in the backlog for the connects that arrived meanwhile.
+A pause is bounded: after MAX_PAUSE in which the other workers took no new connection, the
+worker listens again whatever its share (one that is stopped, or stuck in a handler that holds
+its loop, must not leave the queue unserved), and then does not pause for COOLDOWN. The worst
+case is the shared queue as it was, plus MAX_PAUSE in the backlog for the connects that arrived
+meanwhile. While the others do take connections (a worker just started beside one that holds a
+thousand WebSockets), the pause goes on, MAX_PAUSE at a time, until the shares meet.
 
 Why not a listening socket per worker with SO_REUSEPORT: the kernel's hash spreads connects evenly
 but cannot see how busy a worker is, and a connection queued on one worker's socket waits for
@@ -91,6 +93,7 @@ class AcceptBalance:
         self.server: Any = None
         self.loop: Any = None
         self.paused_at: Optional[float] = None
+        self.others_at_pause = 0  # the other workers' connections when the pause (re)started
         self.cooldown_until = 0.0
         self._timer: Optional[asyncio.TimerHandle] = None
         self.stopped = False
@@ -123,6 +126,7 @@ class AcceptBalance:
             logger.debug("Worker [%d] holds %d connections, its share %.1f: not accepting for up to %gs",
                          os.getpid(), mine, share, MAX_PAUSE)  # fmt: skip
             self.paused_at = self.loop.time()
+            self.others_at_pause = self.table.total() - mine
             self.server.pause_accepting()
             self._schedule(CHECK_INTERVAL, self._check)
 
@@ -132,11 +136,17 @@ class AcceptBalance:
             return
         mine = self._count()
         self.table.set(self.slot, mine)
-        share = self.table.total() / self.workers
+        total = self.table.total()
+        share = total / self.workers
         now = self.loop.time()
         if mine <= share + margin(share) / 2:
             logger.debug("Worker [%d] holds %d connections, its share %.1f: accepting again",
                          os.getpid(), mine, share)  # fmt: skip
+        elif now - self.paused_at >= MAX_PAUSE and total - mine > self.others_at_pause:
+            # The others are taking connections: keep leaving them the queue.
+            self.paused_at, self.others_at_pause = now, total - mine
+            self._schedule(CHECK_INTERVAL, self._check)
+            return
         elif now - self.paused_at >= MAX_PAUSE:
             # The others did not take the queue: one may be stopped or busy. Serve it.
             logger.debug("Worker [%d] holds %d connections, its share %.1f, after %gs: accepting again "
