@@ -378,8 +378,8 @@ def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
             conn.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
             assert conn.read_response().body == b"ok "
             assert server_tasks(server) == 0
-        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")  # the body comes later
         started.clear()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")  # the body comes later
         assert started.wait(TIMEOUT)
         assert server_tasks(server) == 1  # waiting in receive()
         conn.send(b"body")
