@@ -127,6 +127,42 @@ async def test_https_and_wss(spawn_server, pki, workers):
         assert await wss_exchange(proc.port, client_context(pki)) == ["hello over TLS", "wss"]
 
 
+def test_a_worker_listening_again_after_a_pause_still_speaks_tls(spawn_server, pki):
+    """--workers 2 with one worker stopped: the other passes its share, pauses its accepting, and
+    listens again on a new duplicate of the shared socket (asgiws.supervisors.balance), with the
+    same TLS context: every connection, before and after, gets an HTTPS answer."""
+    import concurrent.futures
+    import os
+    import re
+    import signal
+    import socket
+
+    with spawn_tls(spawn_server, pki, "--workers", "2", "--log-level", "debug") as proc:
+        stopped, serving = (int(pid) for pid in re.findall(r"Worker \[(\d+)\] is serving", proc.text)[:2])
+        context = client_context(pki)
+
+        def one(_: int) -> ssl.SSLSocket:
+            sock = context.wrap_socket(socket.create_connection(("127.0.0.1", proc.port), timeout=TIMEOUT),
+                                       server_hostname="127.0.0.1")  # fmt: skip
+            sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"%d" % serving):
+                chunk = sock.recv(4096)
+                assert chunk, data
+                data += chunk
+            return sock
+
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(24) as pool:
+                held = list(pool.map(one, range(24)))
+            proc.wait_for_line(rf"Worker \[{serving}\] holds \d+ connections, its share [\d.]+, after 0.25s: accepting again")
+            for sock in held:
+                sock.close()
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+
+
 def test_plain_http_to_a_tls_port_is_not_served(spawn_server, pki):
     with spawn_tls(spawn_server, pki) as proc:
         with pytest.raises(httpx.TransportError):
