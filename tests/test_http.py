@@ -271,6 +271,24 @@ def test_single_body_gets_content_length_and_default_headers(run_server):
     assert response.headers["date"].endswith(" GMT")
 
 
+def test_the_date_header_is_the_time_of_the_response(run_server):
+    """RFC 9110 §6.6.1: the date the response was made, IMF-fixdate, one-second resolution. It
+    is formatted once a second and cached (cycle._date_line_now): a response a second later
+    carries a later date."""
+    from email.utils import parsedate_to_datetime
+
+    with run_server(echo_app, lifespan="off") as server, httpx.Client(timeout=TIMEOUT) as client:
+        dates = []
+        for _ in range(2):
+            before = time.time()
+            dates.append(parsedate_to_datetime(client.get(server.url + "/").headers["date"]).timestamp())
+            assert int(before) <= dates[-1] <= time.time()
+            deadline = time.monotonic() + TIMEOUT
+            while int(time.time()) == int(before) and time.monotonic() < deadline:  # into the next second
+                time.sleep(0.05)
+    assert dates[1] > dates[0]
+
+
 def test_app_headers_win_over_defaults(run_server):
     async def app(scope, receive, send):
         if scope["type"] == "http":

@@ -3,6 +3,10 @@
 # names are C-level. Every attribute is `public` (the connection reads and sets them); methods
 # other modules call stay Python-visible (def or cpdef), internal ones are cdef.
 
+cdef long _date_second
+cdef bytes _date_line
+cdef bytes _date_line_now()
+
 cdef class RequestCycle:
     cdef public object conn
     cdef public object transport
