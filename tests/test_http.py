@@ -300,6 +300,43 @@ def test_app_headers_win_over_defaults(run_server):
     assert "transfer-encoding" not in response.headers  # framing is the server's (ASGI)
 
 
+def test_an_invalid_content_length_from_the_app_is_a_500(run_server, caplog):
+    """The app's Content-Length must be a number: the response is refused before anything is on
+    the wire (a 500), and the error is logged. The same twice: the header cache keeps the verdict."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send_text(send, b"five", headers=[(b"content-length", b"five")])
+
+    with run_server(app, lifespan="off") as server:
+        for _ in range(2):
+            with RawConnection(server) as conn:
+                conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert conn.read_response().status == 500
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(errors) == 2 and all("Invalid Content-Length b'five'" in str(r.exc_info[1]) for r in errors)
+
+
+def test_connect_is_answered_then_the_connection_closes(run_server):
+    """CONNECT (RFC 9110 §9.3.6): the app gets the authority-form target; whatever follows the
+    request is tunnel data, never parsed as HTTP, and the connection closes after the response
+    (asgiws does not tunnel)."""
+    scopes = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            scopes.append(scope)
+            await send_text(send, b"no tunnel", status=405)
+
+    with run_server(app, lifespan="off") as server, RawConnection(server) as conn:
+        conn.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+                  b"GET /not-a-request HTTP/1.1\r\nHost: x\r\n\r\n")  # fmt: skip
+        response = conn.read_response()
+        assert (response.status, response.body) == (405, b"no tunnel")
+        assert conn.at_eof()
+    assert [(scope["method"], scope["raw_path"]) for scope in scopes] == [("CONNECT", b"example.com:443")]
+
+
 def test_head_response_has_no_body(run_server):
     async def app(scope, receive, send):
         if scope["type"] == "http":

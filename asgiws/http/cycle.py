@@ -52,19 +52,26 @@ FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"conne
 SERVER_HANDLED_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
 
 # An app's response header (name, value) → (its head line, its lower-cased name if the server acts
-# on it, else None). Apps send the same fields in every response; this saves validating and
-# formatting them each time. Bounded: cleared when full; long values are not kept.
+# on it, else None, and for a content-length its value as an int, or None if it is not one).
+# Apps send the same fields in every response; this saves validating, formatting and parsing
+# them each time. Bounded: cleared when full; long values are not kept.
 HEADER_CACHE_SIZE = 512
 HEADER_CACHE_MAX_VALUE = 256
-_header_lines: Dict[Tuple[bytes, bytes], Tuple[bytes, Optional[bytes]]] = {}
+_header_lines: Dict[Tuple[bytes, bytes], Tuple[bytes, Optional[bytes], Optional[int]]] = {}
 
 
-def _header_line(name: bytes, value: bytes) -> Tuple[bytes, Optional[bytes]]:
+def _header_line(name: bytes, value: bytes) -> Tuple[bytes, Optional[bytes], Optional[int]]:
     """Validate a response header from the app and format its line (see _header_lines)."""
     if INVALID_HEADER_NAME.search(name) or INVALID_HEADER_VALUE.search(value):
         raise RuntimeError(f"Invalid HTTP response header {name!r}: {value!r}.")
     lowered = name.lower()
-    entry = (b"%s: %s\r\n" % (name, value), lowered if lowered in SERVER_HANDLED_FIELDS else None)
+    length = None
+    if lowered == b"content-length":
+        try:
+            length = int(value)
+        except ValueError:
+            pass  # _start says so
+    entry = (b"%s: %s\r\n" % (name, value), lowered if lowered in SERVER_HANDLED_FIELDS else None, length)
     if len(value) <= HEADER_CACHE_MAX_VALUE and type(name) is bytes and type(value) is bytes:
         if len(_header_lines) >= HEADER_CACHE_SIZE:
             _header_lines.clear()
@@ -305,16 +312,15 @@ class RequestCycle:
         lines = []
         for name, value in message.get("headers", ()):
             try:
-                line, lowered = _header_lines[name, value]
+                line, lowered, length = _header_lines[name, value]
             except (KeyError, TypeError):  # not seen lately, or not hashable (bytearray)
-                line, lowered = _header_line(name, value)
+                line, lowered, length = _header_line(name, value)
             if lowered is None:
                 pass  # the common case: a field the server passes on as it is
             elif lowered == b"content-length":
-                try:
-                    self._content_length = int(value)
-                except ValueError:
-                    raise RuntimeError(f"Invalid Content-Length {value!r}.") from None
+                if length is None:
+                    raise RuntimeError(f"Invalid Content-Length {value!r}.")
+                self._content_length = length
             elif lowered == b"transfer-encoding":
                 continue  # ASGI: the server frames the body itself and ignores the app's header
             elif lowered == b"connection":
@@ -475,7 +481,7 @@ class RequestCycle:
         if self._send_trailers:
             lines = []
             for name, value in headers:
-                line, lowered = _header_line(name, value)  # validated like a header: no splitting
+                line, lowered, _ = _header_line(name, value)  # validated like a header: no splitting
                 if name.lower() not in FORBIDDEN_TRAILERS:
                     lines.append(line)
             if not more_trailers:

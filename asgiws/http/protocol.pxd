@@ -3,6 +3,7 @@
 # timers and the request cycle call stays a Python method (def in the .py, or cpdef here).
 
 cdef dict FIELD_NAMES
+cdef dict METHOD_NAMES
 cdef frozenset HEAD_FIELDS
 
 cdef class HttpProtocol:
@@ -26,7 +27,7 @@ cdef class HttpProtocol:
     cdef public object _limit_max_head
     cdef public object _limit_concurrency
     cdef public object _timeout_keep_alive
-    cdef public object _tasks
+    cdef public set _tasks
     cdef public object _limit_max_headers
     cdef public object timeout_write_stall
     cdef public dict _extensions_10

@@ -139,6 +139,12 @@ for _name in COMMON_FIELDS:
         FIELD_NAMES[_spelling.encode("ascii")] = _lower
 del _name, _lower, _spelling
 
+# Request methods as the scope's str, without a decode each (llhttp checked the token).
+METHOD_NAMES: Dict[bytes, str] = {
+    name.encode("ascii"): name
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+}
+
 # What `scope["extensions"]` offers (asgiref docs/extensions.rst; each request gets a copy):
 # pathsend and trailers always, early hints with --early-hints to HTTP/1.1 requests only (RFC 9110
 # §15.2: no 1xx to an HTTP/1.0 client), `tls` on TLS connections (asgiws.http.tls).
@@ -552,7 +558,8 @@ class HttpProtocol:
                 self._body_remaining = int(self._content_length)  # llhttp checked it is digits
             except ValueError:
                 pass
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
         scope = self._scope(method, http_version)
 
         if self._upgrade_header is not None and self._websocket and _has_token(self._upgrade_header, b"websocket"):
@@ -563,7 +570,8 @@ class HttpProtocol:
             self._upgrade_scope = scope
             return
 
-        upgrade = parser.should_upgrade()
+        # llhttp reports an upgrade only for CONNECT or a request with an Upgrade field.
+        upgrade = (self._upgrade_header is not None or method == "CONNECT") and parser.should_upgrade()
         keep_alive = (
             http_version == "1.1" and parser.should_keep_alive() and not self._shutting_down and method != "CONNECT"
         )
