@@ -24,7 +24,9 @@ class ServerState:
     def __init__(self) -> None:
         self.connections: Set[Any] = set()  # live protocol objects; each has .shutdown()
         self.tasks: Set[asyncio.Task[Any]] = set()  # app tasks, for graceful shutdown
-        self.total_requests = 0  # HTTP requests answered (the protocol adds one per completed response)
+        # HTTP requests answered, counted only with --limit-max-requests (the protocol adds one
+        # per completed response).
+        self.total_requests = 0
         # --limit-max-requests: called once, when the request that reaches the limit completes.
         self.request_limit: Optional[int] = None
         self.on_request_limit: Any = None

@@ -28,6 +28,7 @@ cdef class HttpProtocol:
     cdef public object _limit_concurrency
     cdef public object _timeout_keep_alive
     cdef public set _tasks
+    cdef public bint _count_requests
     cdef public object _limit_max_headers
     cdef public object timeout_write_stall
     cdef public dict _extensions_10

@@ -209,6 +209,8 @@ class HttpProtocol:
         self._limit_concurrency = config.limit_concurrency
         self._timeout_keep_alive = config.timeout_keep_alive
         self._tasks = server_state.tasks
+        # Requests are counted only for --limit-max-requests (set before the first connection).
+        self._count_requests = server_state.request_limit is not None
         self._limit_max_headers = config.limit_max_headers
         self.timeout_write_stall = config.timeout_write_stall
         self._extensions_10 = EXTENSIONS  # HTTP/1.0 requests
@@ -734,10 +736,11 @@ class HttpProtocol:
         """Called by the cycle once its last body byte is written."""
         if self.observed:
             self.record_response(cycle, cycle.status)
-        state = self.server_state
-        state.total_requests += 1
-        if state.total_requests == state.request_limit:  # --limit-max-requests reached
-            state.on_request_limit()
+        if self._count_requests:
+            state = self.server_state
+            state.total_requests += 1
+            if state.total_requests == state.request_limit:  # --limit-max-requests reached
+                state.on_request_limit()
         self._active = None
         if cycle.keep_alive:
             self._advance()
