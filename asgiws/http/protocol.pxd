@@ -24,12 +24,12 @@ cdef class HttpProtocol:
     cdef public bint _websocket
     cdef public bint _reset_contextvars
     cdef public object _trusted
-    cdef public object _limit_max_head
+    cdef public Py_ssize_t _limit_max_head
     cdef public object _limit_concurrency
-    cdef public object _timeout_keep_alive
+    cdef public double _timeout_keep_alive
     cdef public set _tasks
     cdef public bint _count_requests
-    cdef public object _limit_max_headers
+    cdef public Py_ssize_t _limit_max_headers
     cdef public object timeout_write_stall
     cdef public dict _extensions_10
     cdef public dict _extensions
