@@ -2,6 +2,8 @@
 # the connection's state as C fields, its internal steps as C functions. What uvloop, httptools,
 # timers and the request cycle call stays a Python method (def in the .py, or cpdef here).
 
+cimport cython
+
 cdef dict FIELD_NAMES
 cdef dict METHOD_NAMES
 cdef frozenset HEAD_FIELDS
@@ -85,6 +87,7 @@ cdef class HttpProtocol:
     cdef _watch_write_stall(self)
     cdef _on_parser_upgrade(self)
     cdef _upgrade_to_websocket(self, bytes leftover)
+    @cython.locals(url=bytes, raw_path=bytes, query=bytes, path=str)
     cdef dict _scope(self, str method, str http_version)
     cdef _start_cycle(self, object cycle, object app)
     cpdef response_complete(self, object cycle)

@@ -675,7 +675,7 @@ class HttpProtocol:
 
     def _scope(self, method: str, http_version: str) -> Dict[str, Any]:
         url = self._url
-        if url[:1] == b"/" and b"#" not in url:
+        if url.startswith(b"/") and b"#" not in url:
             # Origin form, the common case (llhttp checked its characters): split at the first
             # "?" here rather than through httptools.parse_url's URL object, as it would.
             raw_path, _, query = url.partition(b"?")
@@ -707,8 +707,8 @@ class HttpProtocol:
             "method": method,
             # `path` and `raw_path` are the full path, root_path included (as ASGI clarified).
             "root_path": self._root_path,
-            "path": self._root_path + path,
-            "raw_path": self._raw_root_path + raw_path,
+            "path": self._root_path + path if self._root_path else path,
+            "raw_path": self._raw_root_path + raw_path if self._raw_root_path else raw_path,
             "query_string": query,
             "headers": headers,
             "state": self.app_state.copy(),
