@@ -155,6 +155,34 @@ def test_http_1_0_closes_after_response(run_server):
     assert scopes[0]["http_version"] == "1.0"
 
 
+@pytest.mark.parametrize(
+    "writes, versions",
+    [
+        # Read off the request line that begins a read (protocol._request_line_version)...
+        ([b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /b HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.1", "1.0"]),
+        # ...or asked of httptools: a second request in the same read,
+        ([b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.1", "1.0"]),
+        # an empty line before the request line (RFC 9112 §2.2 lets a server skip it),
+        ([b"\r\nGET / HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        # a request line cut by the read,
+        ([b"GET / HT", b"TP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        # a target that ends like a version.
+        ([b"GET /HTTP/1.1 HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+    ],
+    ids=["each-in-its-read", "pipelined", "empty-line-first", "line-cut", "target-like-version"],
+)
+def test_the_http_version_of_each_request_however_its_bytes_arrive(run_server, writes, versions):
+    app, scopes = scope_recorder()
+    with run_server(app, lifespan="off") as server, RawConnection(server) as conn:
+        for data in writes:
+            conn.send(data)
+            if data.endswith(b"\r\n\r\n") and len(writes) > 1:
+                conn.read_response()  # one request at a time: each write is its own read
+        while len(scopes) < len(versions):
+            conn.read_response()
+    assert [scope["http_version"] for scope in scopes] == versions
+
+
 # -- request bodies ------------------------------------------------------------------------------
 
 

@@ -70,6 +70,8 @@ cdef class HttpProtocol:
     cdef public Py_ssize_t _head_feed
     cdef public Py_ssize_t _feed_count
     cdef public Py_ssize_t _messages_begun
+    cdef public Py_ssize_t _version_message
+    cdef public str _line_version
     cdef public bint _expect_100_continue
     cdef public object _upgrade_header
     cdef public bint _proxy_headers_seen
@@ -108,3 +110,5 @@ cdef class HttpProtocol:
     cdef _on_header_timeout(self)
     cdef _on_keep_alive_timeout(self)
     cdef _cancel_timers(self)
+
+cdef str _request_line_version(bytes data)
