@@ -111,4 +111,5 @@ cdef class HttpProtocol:
     cdef _on_keep_alive_timeout(self)
     cdef _cancel_timers(self)
 
+@cython.locals(end=Py_ssize_t)
 cdef str _request_line_version(bytes data)
