@@ -31,6 +31,7 @@ cdef class HttpProtocol:
     cdef public double _timeout_keep_alive
     cdef public set _tasks
     cdef public bint _count_requests
+    cdef public bint _plain_tasks
     cdef public Py_ssize_t _limit_max_headers
     cdef public object timeout_write_stall
     cdef public dict _extensions_10

@@ -111,6 +111,8 @@ PIPELINE_HIGH_WATER = 16384
 PIPELINED_REQUEST_OVERHEAD = 1280
 HEADER_OVERHEAD = 128
 
+_Task = asyncio.Task
+
 # On shutdown, how long a connection that has not sent its first request yet may still send it.
 FIRST_REQUEST_GRACE = 1.0
 
@@ -209,6 +211,9 @@ class HttpProtocol:
         self._limit_concurrency = config.limit_concurrency
         self._timeout_keep_alive = config.timeout_keep_alive
         self._tasks = server_state.tasks
+        # No task factory (an app may install one in its lifespan, before any connection): the
+        # app's task is made as loop.create_task would make it, without its wrapper (~0.5k).
+        self._plain_tasks = self.loop.get_task_factory() is None
         # Requests are counted only for --limit-max-requests (set before the first connection).
         self._count_requests = server_state.request_limit is not None
         self._limit_max_headers = config.limit_max_headers
@@ -734,6 +739,8 @@ class HttpProtocol:
         self._active = cycle
         if self._reset_contextvars:  # the task copies the context it is created in: an empty one
             task = contextvars.Context().run(self.loop.create_task, cycle.run_asgi(app, self._tasks))
+        elif self._plain_tasks:
+            task = _Task(cycle.run_asgi(app, self._tasks), loop=self.loop)
         else:
             task = self.loop.create_task(cycle.run_asgi(app, self._tasks))
         # The app runs from the next loop turn on, and takes its task out of _tasks. Not started
