@@ -74,7 +74,6 @@ class Server:
         self.server_state = ServerState()
         self.server_state.metrics = metrics
         self.server_state.balance = balance
-        self.balance = balance
         self._listen_args: Any = None  # (app, ssl_context), kept to listen again after a pause
         self._accepting_ended = False  # shutdown closed the listeners for good
         self._resuming: Optional[asyncio.Task[None]] = None
@@ -148,10 +147,9 @@ class Server:
             sockets = bind_sockets(config)
             self._uds_path = config.uds
         self._listen_args = (app, ssl_context)
-        if self.balance is not None:  # a pause closes a duplicate, and the shared socket stays
-            self.listeners = [await self._listen(app, sock.dup(), ssl_context) for sock in sockets]
-        else:
-            self.listeners = [await self._listen(app, sock, ssl_context) for sock in sockets]
+        if self.server_state.balance is not None:  # a pause closes a duplicate; the shared socket stays
+            sockets = [sock.dup() for sock in sockets]
+        self.listeners = [await self._listen(app, sock, ssl_context) for sock in sockets]
         try:
             if config.metrics_port is not None and self.sockets is None:
                 self._start_metrics()
@@ -174,8 +172,8 @@ class Server:
             warning = origin_policy_warning(config, served, tls=ssl_context is not None)
             if warning is not None:
                 logger.warning("%s", warning)
-        if self.balance is not None:
-            self.balance.start(self)
+        if self.server_state.balance is not None:
+            self.server_state.balance.start(self)
         self.started = True
 
     async def _listen(self, app: Any, sock: socket.socket, ssl_context: Any) -> asyncio.Server:
@@ -220,8 +218,8 @@ class Server:
         # 1. Stop accepting: from here the kernel refuses new connections (or, for sockets shared
         #    with other workers, leaves them to those).
         self._accepting_ended = True
-        if self.balance is not None:
-            self.balance.stop()
+        if self.server_state.balance is not None:
+            self.server_state.balance.stop()
         self._close_listeners()
 
         # 2. Ask every connection to finish what it is doing.

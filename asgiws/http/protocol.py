@@ -111,8 +111,6 @@ PIPELINE_HIGH_WATER = 16384
 PIPELINED_REQUEST_OVERHEAD = 1280
 HEADER_OVERHEAD = 128
 
-_Task = asyncio.Task
-
 # On shutdown, how long a connection that has not sent its first request yet may still send it.
 FIRST_REQUEST_GRACE = 1.0
 
@@ -140,6 +138,9 @@ for _name in COMMON_FIELDS:
     for _spelling in (_name, _name.title(), _name.title().replace("Websocket", "WebSocket"), _name.upper()):
         FIELD_NAMES[_spelling.encode("ascii")] = _lower
 del _name, _lower, _spelling
+
+# The app's task type, made directly when the loop has no task factory (see _plain_tasks).
+_Task = asyncio.Task
 
 # Request methods as the scope's str, without a decode each (llhttp checked the token).
 METHOD_NAMES: Dict[bytes, str] = {

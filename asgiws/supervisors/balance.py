@@ -121,12 +121,13 @@ class AcceptBalance:
         self.table.set(self.slot, mine)
         if self.paused_at is not None or self.loop.time() < self.cooldown_until:
             return
-        share = self.table.total() / self.workers
+        total = self.table.total()
+        share = total / self.workers
         if mine > share + margin(share):
             logger.debug("Worker [%d] holds %d connections, its share %.1f: not accepting for up to %gs",
                          os.getpid(), mine, share, MAX_PAUSE)  # fmt: skip
             self.paused_at = self.loop.time()
-            self.others_at_pause = self.table.total() - mine
+            self.others_at_pause = total - mine
             self.server.pause_accepting()
             self._schedule(CHECK_INTERVAL, self._check)
 

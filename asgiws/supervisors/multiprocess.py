@@ -8,8 +8,9 @@
 The workers accept on the same listening socket; the kernel hands each new connection to one of
 them, and a worker holding more than its share of the connections stops accepting for a moment
 so the others take the next ones (asgiws.supervisors.balance: the counts are in a table in
-shared memory that the supervisor makes before the first fork). The supervisor never serves a request and never imports the app (each worker does, after
-the fork, so a reload picks up new code). It:
+shared memory that the supervisor makes before the first fork). The supervisor never serves a
+request and never imports the app (each worker does, after the fork, so a reload picks up new
+code). It:
 
 - starts the workers and waits until each is serving: a worker writes one byte to its readiness
   pipe once its lifespan startup is complete and it accepts connections. Then it logs the
@@ -302,8 +303,7 @@ class Supervisor:
                     os.close(health_r)
                     _start_health_thread(health_w, self._health_interval())
                 balance = None
-                if self.table is not None and slot is not None:
-                    self.table.clear(slot)
+                if self.table is not None and slot is not None:  # its row was cleared at the last reap
                     balance = AcceptBalance(self.table, slot, self.config.workers)
                 status = run_worker(self.config, self.sockets, ready_w, balance)
             finally:
