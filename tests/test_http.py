@@ -441,7 +441,7 @@ def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
     """Every app runs in an asyncio Task of its own: an app that finishes in its first step, one
     that waits on something, one that waits for its body and a pipelined one are all real tasks,
     and none stays in the server's set of running tasks once done (graceful shutdown waits on
-    it; --limit-concurrency counts it). Pins what any change to how the task starts (an eager
+    it; --limit-concurrency counts it), each named "asgiws http app". Pins what any change to how the task starts (an eager
     start was tried: protocol._start_cycle) must keep."""
     seen = []
     started = threading.Event()
@@ -449,7 +449,8 @@ def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
-        seen.append(isinstance(asyncio.current_task(), asyncio.Task))
+        task = asyncio.current_task()
+        seen.append((isinstance(task, asyncio.Task), task.get_name()))
         started.set()
         if scope["path"] == "/wait":
             await asyncio.sleep(0)
@@ -471,7 +472,8 @@ def test_each_request_runs_in_a_task_that_leaves_the_server_set(run_server):
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
         assert [conn.read_response().body for _ in range(2)] == [b"ok ", b"ok "]
         assert server_tasks(server) == 0
-    assert seen == [True] * 6
+    # One shared name (before 3.12 asyncio formats a "Task-<n>" for each task otherwise).
+    assert seen == [(True, "asgiws http app")] * 6
 
 
 def test_a_task_factory_the_app_installs_makes_every_app_task(run_server):
@@ -834,6 +836,59 @@ def test_receive_after_response_is_disconnect(run_server):
     with run_server(app) as server:
         assert httpx.get(server.url).status_code == 200
     assert seen == [{"type": "http.disconnect"}]
+
+
+def test_send_returns_a_coroutine_that_tasks_and_awaits_take(run_server):
+    """send is an awaitable callable (ASGI); what it returns is also a coroutine, so apps and
+    frameworks that hand it to asyncio.create_task / ensure_future / wait_for still work."""
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        start = send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        seen.append(asyncio.iscoroutine(start))
+        seen.append(await asyncio.create_task(start))
+        seen.append(await asyncio.wait_for(send({"type": "http.response.body", "body": b"o", "more_body": True}), TIMEOUT))
+        seen.append(await asyncio.ensure_future(send({"type": "http.response.body", "body": b"k", "more_body": True})))
+        seen.append(await send({"type": "http.response.body", "body": b"!!!"}))
+        seen.append(await send({"type": "http.response.body", "body": b"ignored"}))  # complete: ignored
+
+    with run_server(app) as server:
+        response = httpx.get(server.url)
+    assert (response.status_code, response.content) == (200, b"ok!!!")
+    assert seen == [True, None, None, None, None, None]
+
+
+@pytest.mark.parametrize("module", ["asgiws.asgi._bridge", "asgiws.asgi._bridge_py"])
+def test_the_finished_send_behaves_as_a_coroutine_that_returns_at_once(module):
+    """FINISHED (what send() returns when nothing waits) against a native coroutine whose body
+    is `return None`, not started: the same answers to send, throw and close (each asked of a
+    fresh native one; FINISHED is shared, so it answers the same every time)."""
+    finished = pytest.importorskip(module, reason="the extensions are not built").FINISHED
+
+    async def nothing():
+        return None
+
+    for coroutine in (nothing(), finished, finished):
+        assert asyncio.iscoroutine(coroutine)
+        with pytest.raises(StopIteration) as stop:
+            coroutine.send(None)
+        assert stop.value.value is None
+    for coroutine in (nothing(), finished):
+        with pytest.raises(ValueError, match="^$"):
+            coroutine.throw(ValueError)
+    for coroutine in (nothing(), finished):
+        with pytest.raises(KeyError, match="k"):
+            coroutine.throw(KeyError("k"))
+    for coroutine in (nothing(), finished):
+        assert coroutine.close() is None
+
+    async def awaits():
+        return [await finished, await finished, await asyncio.create_task(finished)]
+
+    assert asyncio.run(awaits()) == [None, None, None]
 
 
 def test_unexpected_message_is_500(run_server):

@@ -476,8 +476,9 @@ def test_echo_sizes(run_server, size):
 
 
 def test_receive_and_send_work_as_tasks_and_survive_cancellation(run_server):
-    """receive()/send() are compiled coroutines: apps (Django Channels does this) wrap them in
-    tasks, and a receive() cancelled by a timeout loses no message."""
+    """receive() is a compiled coroutine and send() returns one (a shared finished coroutine when
+    it need not wait): apps (Django Channels does this) wrap them in tasks, and a receive()
+    cancelled by a timeout loses no message."""
     got_timeout = threading.Event()
 
     async def body(receive, send):
@@ -493,7 +494,10 @@ def test_receive_and_send_work_as_tasks_and_survive_cancellation(run_server):
             message = task.result()
             if message["type"] == "websocket.disconnect":
                 return
-            await asyncio.ensure_future(send({"type": "websocket.send", "text": message["text"]}))
+            if message["text"] == "two":
+                await asyncio.create_task(send({"type": "websocket.send", "text": message["text"]}))
+            else:
+                await asyncio.ensure_future(send({"type": "websocket.send", "text": message["text"]}))
 
     app = Recorder(body)
     with run_server(app) as server:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Union
 
 from .. import codec
 from . import ClientDisconnected
@@ -87,6 +87,40 @@ def _queued_size(payload: Any) -> int:
             return len(payload) + _MESSAGE_OVERHEAD
         return len(payload) * _str_width(payload) + _MESSAGE_OVERHEAD
     return 0
+
+
+class Finished:
+    """What `send()` returns once its message is written: a coroutine whose first step returns
+    None (see `_bridge.pyx`). Awaiting it gives None without a suspension; one shared
+    instance, no state."""
+
+    __slots__ = ()
+
+    def __await__(self) -> "Finished":
+        return self
+
+    def __iter__(self) -> "Finished":
+        return self
+
+    def __next__(self) -> None:
+        raise StopIteration
+
+    def send(self, value: Any) -> None:
+        raise StopIteration
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> None:
+        exc = typ if val is None else val
+        if isinstance(exc, type):
+            exc = exc()
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        raise exc
+
+    def close(self) -> None:
+        pass
+
+
+FINISHED = Finished()
 
 
 class WriteCoalescer:
@@ -439,17 +473,17 @@ class WebSocketBridge:
 
     # -- the app's send --------------------------------------------------------------------
 
-    async def send(self, message: Dict[str, Any]) -> None:
+    def send(self, message: Dict[str, Any]) -> Awaitable[None]:
         event = message if type(message) is dict else dict(message)
         message_type = event["type"]
         if self.state is _CONNECTED and message_type == _SEND:
             self._send_message(event)
             if self.write_paused:
-                await self._drain()
-            return
+                return self._drain()
+            return FINISHED
         self._transition(message_type)
-        handler = getattr(self, "_on_" + message_type.replace(".", "_"))
-        await handler(message)
+        handler: Callable[[Dict[str, Any]], Awaitable[None]] = getattr(self, "_on_" + message_type.replace(".", "_"))
+        return handler(message)
 
     def _send_message(self, message: Dict[str, Any]) -> None:
         """websocket.send: one frame, queued for this loop iteration's write."""

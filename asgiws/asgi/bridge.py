@@ -13,16 +13,16 @@ from .. import codec
 _BRIDGE_MISSING: Optional[str] = None
 if TYPE_CHECKING:
     # Type checkers see the compiled bridge's interface (_bridge.pyi), which both implement.
-    from ._bridge import WebSocketBridge, coalescer_for_loop
+    from ._bridge import FINISHED, WebSocketBridge, coalescer_for_loop
 elif codec.COMPILED:
     try:
-        from ._bridge import WebSocketBridge, coalescer_for_loop
+        from ._bridge import FINISHED, WebSocketBridge, coalescer_for_loop
     except ImportError as exc:
-        from ._bridge_py import WebSocketBridge, coalescer_for_loop
+        from ._bridge_py import FINISHED, WebSocketBridge, coalescer_for_loop
 
         _BRIDGE_MISSING = f"asgiws.asgi._bridge: {exc}"
 else:
-    from ._bridge_py import WebSocketBridge, coalescer_for_loop
+    from ._bridge_py import FINISHED, WebSocketBridge, coalescer_for_loop
 
 COMPILED = codec.COMPILED and _BRIDGE_MISSING is None
 
@@ -38,4 +38,4 @@ def fallback_warning() -> Optional[str]:
             f"{what}, several times slower")
 
 
-__all__ = ["COMPILED", "WebSocketBridge", "coalescer_for_loop", "fallback_warning"]
+__all__ = ["COMPILED", "FINISHED", "WebSocketBridge", "coalescer_for_loop", "fallback_warning"]

@@ -18,9 +18,10 @@ import os
 import re
 import stat
 from time import time as _wall_clock
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Set, Tuple
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
+from asgiws.asgi.bridge import FINISHED
 from asgiws.headers import ResponseFields, date_header
 from asgiws.http.filesend import FileSender
 
@@ -279,31 +280,33 @@ class RequestCycle:
 
     # -- send --------------------------------------------------------------------------------
 
-    async def send(self, message: Dict[str, Any]) -> None:
+    def send(self, message: Dict[str, Any]) -> Awaitable[None]:
+        """The app's `send`: an awaitable callable (ASGI). Not an `async def`: what needs no
+        wait is written here and the shared finished coroutine returned (asgiws.asgi.bridge's
+        FINISHED: no coroutine made and freed per message); what waits (a full write buffer,
+        a file being sent) returns the coroutine that waits."""
         message_type = message["type"]
         phase = self.phase
         if self.disconnected or (phase is not COMPLETE and self.transport.is_closing()):
             raise ClientDisconnected("the HTTP connection is closed")
         if phase is WAITING_START and message_type == "http.response.start":
             self._start(message)
+            return FINISHED
         elif message_type == "http.response.body" and phase in (HEAD_PENDING, STREAMING):
             self._write_body(message.get("body", b""), message.get("more_body", False))
-            if self.conn.write_paused:
-                await self.conn.drain()
         elif phase is COMPLETE:
-            return  # "any further messages on the channel will be ignored"
+            return FINISHED  # "any further messages on the channel will be ignored"
         elif message_type == "http.response.pathsend" and phase is HEAD_PENDING:
-            await self._send_path(message["path"])
+            return self._send_path(message["path"])
         elif message_type == "http.response.trailers" and phase is TRAILERS:
             self._write_trailers(message.get("headers", ()), message.get("more_trailers", False))
-            if self.conn.write_paused:
-                await self.conn.drain()
         elif message_type == "http.response.early_hint" and phase in (WAITING_START, HEAD_PENDING):
             self._write_early_hint(message.get("links", ()))
-            if self.conn.write_paused:
-                await self.conn.drain()
         else:
             raise UnexpectedMessage(phase, message_type)
+        if self.conn.write_paused:
+            return self.conn.drain()
+        return FINISHED
 
     def _start(self, message: Dict[str, Any]) -> None:
         status = message["status"]
