@@ -424,6 +424,43 @@ def test_pipelined_post_bodies(run_server):
         assert conn.at_eof()
 
 
+@pytest.mark.parametrize(
+    "fields, stays_open",
+    [
+        (b"", True),
+        (b"Connection: keep-alive\r\n", True),
+        (b"Connection: close\r\n", False),
+        (b"Connection: Close\r\n", False),
+        (b"Connection: keep-alive, close\r\n", False),
+        (b"Connection: te,  CLOSE \r\nTE: trailers\r\n", False),
+        (b"Connection: keep-alive\r\nConnection: close\r\n", False),  # two fields: one list
+        (b"Connection: closed\r\n", True),  # a different option, not "close"
+        (b"Connection: upgrade\r\n", True),  # no Upgrade field: nothing to switch to
+    ],
+)
+def test_connection_close_in_the_request_ends_the_connection_after_the_response(run_server, fields, stays_open):
+    """RFC 9112 §9.6: "close" among the request's connection options (case-insensitive, any
+    field, any position) closes after the response, which says `connection: close`; anything
+    else keeps an HTTP/1.1 connection open for the next request."""
+    with run_server(echo_app) as server, RawConnection(server) as conn:
+        conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+        response = conn.read_response()
+        assert response.body == b"GET /a "
+        assert (response.headers.get("connection") == "close") is not stays_open
+        if stays_open:
+            conn.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.read_response().body == b"GET /b "
+        else:
+            assert conn.at_eof()
+
+
+def test_http_1_0_closes_after_each_response(run_server):
+    with run_server(echo_app) as server, RawConnection(server) as conn:
+        conn.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert conn.read_response().body == b"GET /a "
+        assert conn.at_eof()
+
+
 # -- the app's task --------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ cdef class RequestCycle:
 
     cpdef wake(self)
     cdef _answer_app_failure(self)
+    cdef object _send(self, dict message)
     cdef _start(self, dict message)
     cdef list _head(self, bytes first_body, bint more_body)
     cdef _write_body(self, object body, bint more_body)

@@ -285,6 +285,10 @@ class RequestCycle:
         wait is written here and the shared finished coroutine returned (asgiws.asgi.bridge's
         FINISHED: no coroutine made and freed per message); what waits (a full write buffer,
         a file being sent) returns the coroutine that waits."""
+        # An exact dict (what apps send) is read with C dict lookups (cycle.pxd types _send's).
+        return self._send(message if type(message) is dict else dict(message))
+
+    def _send(self, message: Dict[str, Any]) -> Awaitable[None]:
         message_type = message["type"]
         phase = self.phase
         if self.disconnected or (phase is not COMPLETE and self.transport.is_closing()):

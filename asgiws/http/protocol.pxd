@@ -7,6 +7,7 @@ cimport cython
 cdef dict FIELD_NAMES
 cdef dict METHOD_NAMES
 cdef frozenset HEAD_FIELDS
+cdef frozenset PROXY_FIELDS
 
 cdef class HttpProtocol:
     cdef public object config
@@ -80,6 +81,7 @@ cdef class HttpProtocol:
     cdef public Py_ssize_t _host_count
     cdef public object _transfer_encoding
     cdef public object _content_length
+    cdef public bint _connection_close
     cdef public object _body_remaining
     cdef object __weakref__
 
@@ -112,5 +114,5 @@ cdef class HttpProtocol:
     cdef _on_keep_alive_timeout(self)
     cdef _cancel_timers(self)
 
-@cython.locals(end=Py_ssize_t)
+@cython.locals(end=Py_ssize_t, version=bytes)
 cdef str _request_line_version(bytes data)

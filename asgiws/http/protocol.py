@@ -115,7 +115,11 @@ HEADER_OVERHEAD = 128
 FIRST_REQUEST_GRACE = 1.0
 
 # Request fields the server acts on (lower-cased), tested with one set lookup per header.
-HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"connection"))
+
+# The fields apply_proxy_headers reads (asgiws.http.proxy): a request from a trusted proxy that
+# has none of them is left as it is.
+PROXY_FIELDS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
 
 # Request field names as browsers, proxies and clients spell them -> one shared lower-cased bytes
 # object. The scope's headers hold these instead of a fresh lower-cased copy per header: a
@@ -279,6 +283,7 @@ class HttpProtocol:
         self._host_count = 0
         self._transfer_encoding: Optional[bytes] = None  # the field lines joined with ","
         self._content_length: Optional[bytes] = None
+        self._connection_close = False  # a Connection field lists "close"
         # Body bytes still to come by Content-Length, so a body is fed in one slice; only slice
         # sizes depend on it, and it is 0 outside a body of known length.
         self._body_remaining = 0
@@ -524,6 +529,7 @@ class HttpProtocol:
         self._proxy_headers_seen = False
         self._host_count = 0
         self._transfer_encoding = self._content_length = None
+        self._connection_close = False
         self._body_remaining = 0
         self._idle_deadline = None  # also when in the same read as the previous request's end
 
@@ -556,9 +562,14 @@ class HttpProtocol:
             elif name == b"expect":
                 if value.lower() == b"100-continue":
                     self._expect_100_continue = True
+            elif name == b"connection":
+                # RFC 9112 §9.6: "close" among its options ends the connection after the response
+                # (what llhttp's should_keep_alive() reads; asked here, it costs no call).
+                if value != b"keep-alive" and _has_token(value, b"close"):
+                    self._connection_close = True
             else:  # upgrade
                 self._upgrade_header = value
-        elif self._from_proxy and (name == b"forwarded" or name.startswith(b"x-forwarded-")):
+        elif self._from_proxy and name in PROXY_FIELDS:
             self._proxy_headers_seen = True
 
     def on_headers_complete(self) -> None:
@@ -597,8 +608,9 @@ class HttpProtocol:
 
         # llhttp reports an upgrade only for CONNECT or a request with an Upgrade field.
         upgrade = (self._upgrade_header is not None or method == "CONNECT") and parser.should_upgrade()
+        # HTTP/1.0 closes after each response (keep-alive there is an extension not offered).
         keep_alive = (
-            http_version == "1.1" and parser.should_keep_alive() and not self._shutting_down and method != "CONNECT"
+            http_version == "1.1" and not self._connection_close and not self._shutting_down and method != "CONNECT"
         )
         cycle = RequestCycle(self, scope, keep_alive, self._expect_100_continue and http_version == "1.1")
         if self.observed:
@@ -1081,9 +1093,10 @@ def _request_line_version(data: bytes) -> Optional[str]:
     end = data.find(b"\r")  # one byte: memchr (llhttp refuses a CR that does not end the line)
     if end < 8:
         return None
-    if data.startswith(b"HTTP/1.1", end - 8):
+    version = data[end - 8 : end]  # compiled: a C slice and compare, no method calls
+    if version == b"HTTP/1.1":
         return "1.1"
-    if data.startswith(b"HTTP/1.0", end - 8):
+    if version == b"HTTP/1.0":
         return "1.0"
     return None
 
