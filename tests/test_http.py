@@ -166,10 +166,18 @@ def test_http_1_0_closes_after_response(run_server):
         ([b"\r\nGET / HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
         # a request line cut by the read,
         ([b"GET / HT", b"TP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
-        # a target that ends like a version.
+        # two empty lines first,
+        ([b"\r\n\r\nGET /abcdefgh HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        # the head cut after its request line,
+        ([b"GET / HTTP/1.0\r\nHost: x\r\n", b"\r\n"], ["1.0"]),
+        # a target that ends like a version,
         ([b"GET /HTTP/1.1 HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        # other methods and targets.
+        ([b"DELETE /a?b=HTTP/1.0 HTTP/1.1\r\nHost: x\r\n\r\n", b"OPTIONS * HTTP/1.0\r\nHost: x\r\n\r\n"],
+         ["1.1", "1.0"]),
     ],
-    ids=["each-in-its-read", "pipelined", "empty-line-first", "line-cut", "target-like-version"],
+    ids=["each-in-its-read", "pipelined", "empty-line-first", "line-cut", "two-empty-lines", "head-cut",
+         "target-like-version", "methods"],
 )
 def test_the_http_version_of_each_request_however_its_bytes_arrive(run_server, writes, versions):
     app, scopes = scope_recorder()

@@ -73,7 +73,7 @@ cdef class HttpProtocol:
     cdef public Py_ssize_t _feed_count
     cdef public Py_ssize_t _messages_begun
     cdef public Py_ssize_t _version_message
-    cdef public str _line_version
+    cdef public bytes _line_chunk
     cdef public bint _expect_100_continue
     cdef public object _upgrade_header
     cdef public bint _proxy_headers_seen
@@ -114,5 +114,6 @@ cdef class HttpProtocol:
     cdef _on_keep_alive_timeout(self)
     cdef _cancel_timers(self)
 
-@cython.locals(end=Py_ssize_t, version=bytes)
-cdef str _request_line_version(bytes data)
+cdef bytes _VERSION_PREFIX
+@cython.locals(i=Py_ssize_t, minor=int)
+cdef str _request_line_version(bytes data, Py_ssize_t start)

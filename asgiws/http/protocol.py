@@ -275,7 +275,7 @@ class HttpProtocol:
         # The version on the first line of the slice being fed, and which message it belongs to
         # (the one that begins the slice, when one does): see _feed.
         self._version_message = 0
-        self._line_version: Optional[str] = None
+        self._line_chunk: Optional[bytes] = None  # that slice, while it is fed
         self._expect_100_continue = False
         self._upgrade_header: Optional[bytes] = None
         self._proxy_headers_seen = False  # X-Forwarded-* or Forwarded from a trusted peer
@@ -424,10 +424,11 @@ class HttpProtocol:
             # The next message starts this slice: its version, read off its request line, saves
             # on_headers_complete asking httptools (see _request_line_version).
             self._version_message = messages_before + 1
-            self._line_version = _request_line_version(chunk)
+            self._line_chunk = chunk
         try:
             self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as upgrade:
+            self._line_chunk = None
             # httptools stopped at the end of a head that asks for a protocol switch; the offset
             # is into this chunk, so what follows the head is the rest of `data`.
             rest = memoryview(data)[upgrade.args[0]:]
@@ -435,6 +436,7 @@ class HttpProtocol:
             self._on_parser_upgrade()
             return
         except httptools.HttpParserCallbackError as exc:
+            self._line_chunk = None
             cause = exc.__context__
             if isinstance(cause, _Reject):
                 self._reject(cause.status, cause.reason)
@@ -448,8 +450,10 @@ class HttpProtocol:
                 self.close_transport()
             return
         except httptools.HttpParserError as exc:
+            self._line_chunk = None
             self._reject(400, f"Invalid HTTP request: {exc}")
             return
+        self._line_chunk = None  # not kept past its feed: a head cut by the read asks httptools
 
         if self._head_in_progress and not self._stopped:
             # The head is still incomplete after this slice, and httptools buffers a header
@@ -579,9 +583,12 @@ class HttpProtocol:
         self._header_deadline = None
 
         parser = self.parser
-        if self._version_message == self._messages_begun and self._line_version is not None:
-            http_version = self._line_version
-        else:
+        raw_method = parser.get_method()
+        http_version = None
+        if self._version_message == self._messages_begun and self._line_chunk is not None:
+            # This request began the slice being fed: "METHOD SP target SP HTTP-version CRLF".
+            http_version = _request_line_version(self._line_chunk, len(raw_method) + len(self._url) + 2)
+        if http_version is None:
             http_version = parser.get_http_version()  # formats a str: ~2.3k instructions
         # RFC 9112 §3.2: a Host in every HTTP/1.1 request, never two; checked before anything
         # uses the request (a WebSocket handshake included).
@@ -594,7 +601,6 @@ class HttpProtocol:
                 self._body_remaining = int(self._content_length)  # llhttp checked it is digits
             except ValueError:
                 pass
-        raw_method = parser.get_method()
         method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
         scope = self._scope(method, http_version)
 
@@ -1083,20 +1089,29 @@ def _address(address: Any, unix_path: bool = False) -> Optional[Tuple[Any, Optio
     return None
 
 
-def _request_line_version(data: bytes) -> Optional[str]:
-    """"1.1" or "1.0" when the first line of `data` ends with that HTTP version, else None.
+_VERSION_PREFIX = b"HTTP/1."
 
-    Used for a request that begins `data` (the parser was between messages when it was fed), so
-    that line is its request line, which llhttp parses and checks (RFC 9112 §3: request-line =
-    method SP request-target SP HTTP-version). Anything else (an empty line before the request,
-    a line cut by the read, another version) is None, and httptools is asked."""
-    end = data.find(b"\r")  # one byte: memchr (llhttp refuses a CR that does not end the line)
-    if end < 8:
+
+def _request_line_version(data: bytes, start: int) -> Optional[str]:
+    """"1.1" or "1.0" when `data` holds that HTTP version at `start`, between a SP and a CR;
+    else None, and httptools is asked.
+
+    Used for a request that begins `data` (the parser was between messages when it was fed), at
+    the offset its method and target put the version on a request line that starts `data`.
+    llhttp has parsed and checked that line (RFC 9112 §3: request-line = method SP
+    request-target SP HTTP-version), and a CR only ends it; so the SP before and the CR after
+    are there only when the line does start `data`. Anything else (an empty line before the
+    request, a line cut by the read, another version) is None. Compiled, every byte is read in
+    C: no slice, no method call."""
+    if len(data) <= start + 8 or data[start - 1] != 32 or data[start + 8] != 13:  # SP ... CR
         return None
-    version = data[end - 8 : end]  # compiled: a C slice and compare, no method calls
-    if version == b"HTTP/1.1":
+    for i in range(7):
+        if data[start + i] != _VERSION_PREFIX[i]:
+            return None
+    minor = data[start + 7]
+    if minor == 49:  # "1"
         return "1.1"
-    if version == b"HTTP/1.0":
+    if minor == 48:  # "0"
         return "1.0"
     return None
 
