@@ -3,8 +3,11 @@
 # names are C-level. Every attribute is `public` (the connection reads and sets them); methods
 # other modules call stay Python-visible (def or cpdef), internal ones are cdef.
 
+cimport cython
+
 cdef long _date_second
 cdef bytes _date_line
+@cython.locals(now=double, second=long)
 cdef bytes _date_line_now()
 
 cdef class RequestCycle:

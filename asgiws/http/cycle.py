@@ -89,7 +89,8 @@ def _date_line_now() -> bytes:
     """headers.date_header(), asked once a second. Compiled, this is one C call to the clock
     per response; date_header() is two Python frames (~2k instructions per response)."""
     global _date_second, _date_line
-    second = int(_wall_clock())
+    now = _wall_clock()
+    second = int(now)  # compiled: C numbers throughout (cycle.pxd)
     if second != _date_second:
         _date_line = date_header()
         _date_second = second
