@@ -30,7 +30,7 @@ def test_selection_at_import(value, compiled):
     if compiled and not compiled_http_built():
         pytest.skip("the HTTP modules are not compiled in this checkout")
     code = ("import asgiws.http.protocol as p, asgiws.http.cycle as c, asgiws.http as h\n"
-            "print(p.__file__, c.__file__, p.RequestCycle is c.RequestCycle, h.protocol is p)")
+            "print(p.__file__, c.__file__, c.Connection in p.HttpProtocol.__mro__, h.protocol is p)")
     env = dict(os.environ, ASGIWS_NO_EXTENSIONS=value, PYTHONPATH=str(ROOT))
     protocol, cycle, same_cycle, attribute = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT

@@ -10,8 +10,26 @@ cdef bytes _date_line
 @cython.locals(now=double, second=long)
 cdef bytes _date_line_now()
 
+cdef class RequestCycle
+
+# The connection as the cycle sees it; HttpProtocol (protocol.pxd) subclasses it, so the cycle
+# reads these fields and calls these methods in C.
+cdef class Connection:
+    cdef public object transport
+    cdef public bint observed
+    cdef public object response_fields
+    cdef public bint reading_paused
+    cdef public bint write_paused
+    cdef public object timeout_write_stall
+
+    cpdef response_complete(self, RequestCycle cycle)
+    cpdef body_consumed(self)
+    cpdef write_error_response(self, int status, str reason)
+    cpdef close_transport(self)
+    cpdef record_response(self, object cycle, int status)
+
 cdef class RequestCycle:
-    cdef public object conn
+    cdef public Connection conn
     cdef public object transport
     cdef public dict scope
     cdef public bint keep_alive

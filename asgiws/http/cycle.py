@@ -18,7 +18,7 @@ import os
 import re
 import stat
 from time import time as _wall_clock
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
 from asgiws.asgi.bridge import FINISHED
@@ -122,8 +122,12 @@ NO_BODY, LENGTH, CHUNKED, CLOSE_DELIMITED = Framing
 _NO_LINES: List[bytes] = []
 
 
-class Connection(Protocol):
-    """What a RequestCycle uses of its connection (HttpProtocol)."""
+class Connection:
+    """What a RequestCycle uses of its connection: the base class of HttpProtocol
+    (asgiws.http.protocol), its one subclass, which sets these fields and implements these
+    methods. A base class rather than a typing Protocol so that, compiled (cycle.pxd declares it
+    a cdef class), the cycle reads the fields and calls the methods in C although the two are
+    separate modules; the connection imports this module, never the other way round."""
 
     transport: asyncio.Transport
     observed: bool  # record_response() is called only when it is set (access log or metrics on)
@@ -134,23 +138,30 @@ class Connection(Protocol):
 
     def body_consumed(self) -> None:
         """The app took the buffered body: reading may resume."""
+        raise NotImplementedError
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """The last body byte is written."""
+        raise NotImplementedError
 
     async def drain(self) -> None:
         """Wait until the write buffer is under its high-water mark."""
+        raise NotImplementedError
 
     def write_error_response(self, status: int, reason: str) -> None:
         """Answer with a small error response of the server's own, then close."""
+        raise NotImplementedError
 
     def write_stalled(self, unsent: int) -> None:
         """The peer read nothing for timeout_write_stall: drop it."""
+        raise NotImplementedError
 
-    def close_transport(self) -> None: ...
+    def close_transport(self) -> None:
+        raise NotImplementedError
 
     def record_response(self, cycle: RequestCycle, status: int) -> None:
         """The access record and the metrics of a response that is over (complete or not)."""
+        raise NotImplementedError
 
 
 class RequestCycle:

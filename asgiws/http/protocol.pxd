@@ -6,28 +6,25 @@ cimport cython
 
 # The request cycle's C layout (cycle.pxd): the connection reads and sets its fields and calls its
 # cdef/cpdef methods in C, not through attribute lookups (~0.6k instructions per request).
-from asgiws.http.cycle cimport RequestCycle
+from asgiws.http.cycle cimport Connection, RequestCycle
 
 cdef dict FIELD_NAMES
 cdef dict METHOD_NAMES
 cdef frozenset HEAD_FIELDS
 cdef frozenset PROXY_FIELDS
 
-cdef class HttpProtocol:
+cdef class HttpProtocol(Connection):
     cdef public object config
     cdef public object server_state
     cdef public object app
     cdef public dict app_state
     cdef public object loop
     cdef public object parser
-    cdef public object transport
     cdef public str _root_path
     cdef public bytes _raw_root_path
     cdef public bint access_log
     cdef public object _metrics
     cdef public object _balance
-    cdef public bint observed
-    cdef public object response_fields
     cdef public bint _websocket
     cdef public bint _reset_contextvars
     cdef public object _trusted
@@ -38,7 +35,6 @@ cdef class HttpProtocol:
     cdef public bint _count_requests
     cdef public bint _plain_tasks
     cdef public Py_ssize_t _limit_max_headers
-    cdef public object timeout_write_stall
     cdef public dict _extensions_10
     cdef public dict _extensions
 
@@ -63,8 +59,6 @@ cdef class HttpProtocol:
     cdef public object _timer
     cdef public double _timer_when
     cdef public object _linger_timer
-    cdef public bint reading_paused
-    cdef public bint write_paused
     cdef public object _writable
     cdef public object _stall_watch
 

@@ -66,6 +66,7 @@ from asgiws.http.cycle import (
     STATUS_LINES,
     STREAMING,
     WAITING_START,
+    Connection,
     RequestCycle,
     service_unavailable,
 )
@@ -186,7 +187,7 @@ class _HandOff(Exception):
     treat as an upgrade (no `Connection: upgrade`)."""
 
 
-class HttpProtocol:
+class HttpProtocol(Connection):
     """An asyncio.Protocol by its methods, not by inheritance: compiled (protocol.pxd), it is a
     cdef class, which cannot derive from a Python class."""
 
