@@ -12,6 +12,8 @@ cdef dict FIELD_NAMES
 cdef dict METHOD_NAMES
 cdef frozenset HEAD_FIELDS
 cdef frozenset PROXY_FIELDS
+cdef dict SCOPE_TEMPLATE
+cdef dict ASGI_VERSION
 
 cdef class HttpProtocol(Connection):
     cdef public object config
@@ -90,7 +92,7 @@ cdef class HttpProtocol(Connection):
     cdef _watch_write_stall(self)
     cdef _on_parser_upgrade(self)
     cdef _upgrade_to_websocket(self, bytes leftover)
-    @cython.locals(url=bytes, raw_path=bytes, query=bytes, path=str)
+    @cython.locals(url=bytes, raw_path=bytes, query=bytes, path=str, scope=dict)
     cdef dict _scope(self, str method, str http_version)
     cdef _start_cycle(self, RequestCycle cycle, object app)
     cpdef response_complete(self, RequestCycle cycle)
