@@ -17,7 +17,9 @@ cdef class RequestCycle
 cdef class Connection:
     cdef public object transport
     cdef public bint observed
-    cdef public object response_fields
+    cdef public bint add_date
+    cdef public bytes server_line
+    cdef public bytes extra_lines
     cdef public bint reading_paused
     cdef public bint write_paused
     cdef public object timeout_write_stall

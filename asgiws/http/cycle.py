@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from asgiws.asgi import ClientDisconnected, UnexpectedMessage
 from asgiws.asgi.bridge import FINISHED
-from asgiws.headers import ResponseFields, date_header
+from asgiws.headers import date_header
 from asgiws.http.filesend import FileSender
 
 logger = logging.getLogger("asgiws.error")
@@ -131,7 +131,10 @@ class Connection:
 
     transport: asyncio.Transport
     observed: bool  # record_response() is called only when it is set (access log or metrics on)
-    response_fields: ResponseFields  # server, date, --header
+    # What the server adds to every response (config.response_fields, in C fields here):
+    add_date: bool  # a `date` line, unless the app sent one
+    server_line: bytes  # b"server: ...\r\n" unless the app sent one; b"" for --no-server-header
+    extra_lines: bytes  # the --header lines
     reading_paused: bool
     write_paused: bool
     timeout_write_stall: Optional[float]
@@ -174,7 +177,7 @@ class RequestCycle:
 
     def __init__(self, conn: Connection, scope: Dict[str, Any], keep_alive: bool, expect_100_continue: bool):
         self.conn = conn
-        self.transport = conn.transport
+        self.transport = self.conn.transport  # compiled: read in C (self.conn is typed)
         self.scope = scope
         self.keep_alive = keep_alive  # False: close the connection after this response
         self.expect_100_continue = expect_100_continue  # client waits for "100 Continue" before the body
@@ -362,13 +365,13 @@ class RequestCycle:
         chunk tells how to frame the body."""
         status = self.status
         lines = [STATUS_LINES[status]]
-        fields = self.conn.response_fields
-        if fields.date and not self._has_date:
+        conn = self.conn
+        if conn.add_date and not self._has_date:
             lines.append(_date_line_now())
-        if fields.server_line and not self._has_server:
-            lines.append(fields.server_line)
-        if fields.extra_lines:
-            lines.append(fields.extra_lines)
+        if conn.server_line and not self._has_server:
+            lines.append(conn.server_line)
+        if conn.extra_lines:
+            lines.append(conn.extra_lines)
         lines += self._header_lines
         if self.scope["method"] == "HEAD" or status < 200 or status in (204, 304):
             self._framing = NO_BODY

@@ -223,7 +223,8 @@ class HttpProtocol(Connection):
         self._metrics = server_state.metrics
         self._balance = server_state.balance  # --workers: may pause accepting (supervisors.balance)
         self.observed = self.access_log or self._metrics is not None
-        self.response_fields = config.response_fields
+        fields = config.response_fields
+        self.add_date, self.server_line, self.extra_lines = fields.date, fields.server_line, fields.extra_lines
         self._websocket = config.ws != "none"  # --ws none: an upgrade to WebSocket is served as plain HTTP
         self._reset_contextvars = config.reset_contextvars
         self._trusted = parse_trusted(config.forwarded_allow_ips) if config.proxy_headers else None
@@ -963,7 +964,7 @@ class HttpProtocol(Connection):
         body = reason.encode("utf-8")
         self.transport.write(
             b"".join((
-                STATUS_LINES[status], *self.response_fields.head_lines(),
+                STATUS_LINES[status], *self.config.response_fields.head_lines(),
                 b"content-type: text/plain; charset=utf-8\r\n",
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body), body,
             ))  # fmt: skip
