@@ -156,39 +156,43 @@ def test_http_1_0_closes_after_response(run_server):
 
 
 @pytest.mark.parametrize(
-    "writes, versions",
+    "writes, requests",
     [
-        # Read off the request line that begins a read (protocol._request_line_version)...
-        ([b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /b HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.1", "1.0"]),
+        # Read off the request line that begins a read (protocol._request_line_method and
+        # _request_line_version)...
+        ([b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"POST /b HTTP/1.0\r\nHost: x\r\n\r\n"],
+         [("GET", "1.1"), ("POST", "1.0")]),
         # ...or asked of httptools: a second request in the same read,
-        ([b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.1", "1.0"]),
+        ([b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nDELETE /b HTTP/1.0\r\nHost: x\r\n\r\n"],
+         [("GET", "1.1"), ("DELETE", "1.0")]),
         # an empty line before the request line (RFC 9112 §2.2 lets a server skip it),
-        ([b"\r\nGET / HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        ([b"\r\nGET / HTTP/1.0\r\nHost: x\r\n\r\n"], [("GET", "1.0")]),
         # a request line cut by the read,
-        ([b"GET / HT", b"TP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        ([b"GET / HT", b"TP/1.0\r\nHost: x\r\n\r\n"], [("GET", "1.0")]),
         # two empty lines first,
-        ([b"\r\n\r\nGET /abcdefgh HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
+        ([b"\r\n\r\nGET /abcdefgh HTTP/1.0\r\nHost: x\r\n\r\n"], [("GET", "1.0")]),
         # the head cut after its request line,
-        ([b"GET / HTTP/1.0\r\nHost: x\r\n", b"\r\n"], ["1.0"]),
+        ([b"PUT / HTTP/1.0\r\nHost: x\r\n", b"\r\n"], [("PUT", "1.0")]),
         # a target that ends like a version,
-        ([b"GET /HTTP/1.1 HTTP/1.0\r\nHost: x\r\n\r\n"], ["1.0"]),
-        # other methods and targets.
-        ([b"DELETE /a?b=HTTP/1.0 HTTP/1.1\r\nHost: x\r\n\r\n", b"OPTIONS * HTTP/1.0\r\nHost: x\r\n\r\n"],
-         ["1.1", "1.0"]),
+        ([b"GET /HTTP/1.1 HTTP/1.0\r\nHost: x\r\n\r\n"], [("GET", "1.0")]),
+        # other methods and targets: the common ones read off the line, the rest from httptools.
+        ([b"DELETE /a?b=HTTP/1.0 HTTP/1.1\r\nHost: x\r\n\r\n", b"PATCH / HTTP/1.1\r\nHost: x\r\n\r\n",
+          b"PROPFIND /dav HTTP/1.1\r\nHost: x\r\n\r\n", b"OPTIONS * HTTP/1.0\r\nHost: x\r\n\r\n"],
+         [("DELETE", "1.1"), ("PATCH", "1.1"), ("PROPFIND", "1.1"), ("OPTIONS", "1.0")]),
     ],
     ids=["each-in-its-read", "pipelined", "empty-line-first", "line-cut", "two-empty-lines", "head-cut",
          "target-like-version", "methods"],
 )
-def test_the_http_version_of_each_request_however_its_bytes_arrive(run_server, writes, versions):
+def test_the_method_and_version_of_each_request_however_its_bytes_arrive(run_server, writes, requests):
     app, scopes = scope_recorder()
     with run_server(app, lifespan="off") as server, RawConnection(server) as conn:
         for data in writes:
             conn.send(data)
             if data.endswith(b"\r\n\r\n") and len(writes) > 1:
                 conn.read_response()  # one request at a time: each write is its own read
-        while len(scopes) < len(versions):
+        while len(scopes) < len(requests):
             conn.read_response()
-    assert [scope["http_version"] for scope in scopes] == versions
+    assert [(scope["method"], scope["http_version"]) for scope in scopes] == requests
 
 
 # -- request bodies ------------------------------------------------------------------------------
