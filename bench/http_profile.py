@@ -106,8 +106,8 @@ def server_command(args: argparse.Namespace, port: int) -> list[str]:
         return [python, "-m", "uvicorn", *common, "--http", "httptools", *ws]
     if args.server.startswith("floor-"):
         return [python, os.path.join(BENCH_DIR, "http_floor.py"), str(port), args.server[len("floor-"):]]
-    if args.server == "picows":
-        return [python, os.path.join(BENCH_DIR, "ceilings.py"), "picows", "--port", str(port)]
+    if args.server in ("picows", "picows-task"):
+        return [python, os.path.join(BENCH_DIR, "ceilings.py"), args.server, "--port", str(port)]
     return [python, "-m", "asgiws", *common, "--ws-per-message-deflate", "false"]
 
 
@@ -174,7 +174,7 @@ def report(dump: str, requests: int, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", choices=("asgiws", "uvicorn", "floor-direct", "floor-task", "picows"),
+    parser.add_argument("--server", choices=("asgiws", "uvicorn", "floor-direct", "floor-task", "picows", "picows-task"),
                         default="asgiws")
     parser.add_argument("--websocket", action="store_true", help="WebSocket echo round trips, not GETs")
     parser.add_argument("--repo", default=REPO_DIR, help="checkout to run asgiws from (its .venv if any)")

@@ -152,14 +152,18 @@ SERVERS = {
                            "own transport write (one send() each), so a server that coalesces "
                            "writes can beat it when many messages are in flight (pipelined, "
                            "broadcast); it is the ceiling for request-response"),
+    "picows-task": Server("picows-task", "picows + task (ASGI floor)", "picows", _ceiling("picows-task"),
+                          ("picows",), apps=("echo",),
+                          notes="not a server: picows' echo with the one cost ASGI adds per message "
+                                "(an app task woken by a Future, event dicts; bench/ceilings.py)"),
     "raw": Server("raw", "raw TCP echo", "raw", _ceiling("raw"), ("uvloop",), apps=("echo",),
                   notes="ceiling, not WebSocket: uvloop Protocol writing back every byte read"),
 }
 SERVER_ORDER = list(SERVERS)
 # bench/run.py without --servers: asgiws and its peers. The asgiws-* variants (metrics on, Python's
-# GC thresholds, another checkout) are the other halves of before/after pairs, named when wanted
-# (asgiws-base also needs ASGIWS_BASE_DIR).
-DEFAULT_SERVERS = [name for name in SERVER_ORDER if not name.startswith("asgiws-")]
+# GC thresholds, another checkout) are the other halves of before/after pairs, and picows-task a
+# floor, not a peer: each is named when wanted (asgiws-base also needs ASGIWS_BASE_DIR).
+DEFAULT_SERVERS = [name for name in SERVER_ORDER if not name.startswith("asgiws-") and name != "picows-task"]
 
 
 def package_version(name: str) -> str:
