@@ -115,9 +115,11 @@ cdef class HttpProtocol(Connection):
     cdef _cancel_timers(self)
 
 cdef bytes _VERSION_PREFIX
-cdef tuple _LINE_METHODS
 cdef tuple _LINE_METHOD_NAMES
-@cython.locals(size=Py_ssize_t, index=Py_ssize_t, prefix=bytes, length=Py_ssize_t, i=Py_ssize_t)
+cdef tuple _LINE_METHODS
+@cython.locals(i=Py_ssize_t)
+cdef bint _holds_at(bytes data, Py_ssize_t start, bytes part) except -1
+@cython.locals(index=Py_ssize_t)
 cdef str _request_line_method(bytes data)
-@cython.locals(i=Py_ssize_t, minor=int)
+@cython.locals(minor=int)
 cdef str _request_line_version(bytes data, Py_ssize_t start)

@@ -283,10 +283,10 @@ class HttpProtocol(Connection):
         self._head_feed = 0  # the data_received call in which the current head began
         self._feed_count = 0
         self._messages_begun = 0
-        # The version on the first line of the slice being fed, and which message it belongs to
-        # (the one that begins the slice, when one does): see _feed.
+        # The message that begins the slice being fed, when one does, and that slice while it is
+        # fed: on_headers_complete reads the method and version off its request line (see _feed).
         self._version_message = 0
-        self._line_chunk: Optional[bytes] = None  # that slice, while it is fed
+        self._line_chunk: Optional[bytes] = None
         self._expect_100_continue = False
         self._upgrade_header: Optional[bytes] = None
         self._proxy_headers_seen = False  # X-Forwarded-* or Forwarded from a trusted peer
@@ -432,14 +432,16 @@ class HttpProtocol(Connection):
         between_messages = not self._head_in_progress and self._parsing is None
         messages_before = self._messages_begun
         if between_messages and type(chunk) is bytes:
-            # The next message starts this slice: its version, read off its request line, saves
-            # on_headers_complete asking httptools (see _request_line_version).
+            # The next message starts this slice: its method and version, read off its request
+            # line, save on_headers_complete asking httptools (see _request_line_method).
             self._version_message = messages_before + 1
             self._line_chunk = chunk
         try:
-            self.parser.feed_data(chunk)
+            try:
+                self.parser.feed_data(chunk)
+            finally:
+                self._line_chunk = None  # not kept past its feed: a head cut by the read asks httptools
         except httptools.HttpParserUpgrade as upgrade:
-            self._line_chunk = None
             # httptools stopped at the end of a head that asks for a protocol switch; the offset
             # is into this chunk, so what follows the head is the rest of `data`.
             rest = memoryview(data)[upgrade.args[0]:]
@@ -447,7 +449,6 @@ class HttpProtocol(Connection):
             self._on_parser_upgrade()
             return
         except httptools.HttpParserCallbackError as exc:
-            self._line_chunk = None
             cause = exc.__context__
             if isinstance(cause, _Reject):
                 self._reject(cause.status, cause.reason)
@@ -461,10 +462,8 @@ class HttpProtocol(Connection):
                 self.close_transport()
             return
         except httptools.HttpParserError as exc:
-            self._line_chunk = None
             self._reject(400, f"Invalid HTTP request: {exc}")
             return
-        self._line_chunk = None  # not kept past its feed: a head cut by the read asks httptools
 
         if self._head_in_progress and not self._stopped:
             # The head is still incomplete after this slice, and httptools buffers a header
@@ -599,16 +598,14 @@ class HttpProtocol(Connection):
         # version read off it in C save asking httptools for them (~0.7k and ~2.3k instructions).
         line = self._line_chunk if self._version_message == self._messages_begun else None
         method = _request_line_method(line) if line is not None else None
-        http_version = None
-        if line is not None and method is not None:
-            http_version = _request_line_version(line, len(method) + len(self._url) + 2)
-        if method is None or http_version is None:
+        if method is None:
             raw_method = parser.get_method()
             method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
-            if line is not None:
-                http_version = _request_line_version(line, len(raw_method) + len(self._url) + 2)
-            if http_version is None:
-                http_version = parser.get_http_version()  # formats a str: ~2.3k instructions
+        http_version = None
+        if line is not None:  # the method is ASCII: its length in characters is its length in bytes
+            http_version = _request_line_version(line, len(method) + len(self._url) + 2)
+        if http_version is None:
+            http_version = parser.get_http_version()  # formats a str: ~2.3k instructions
         # RFC 9112 §3.2: a Host in every HTTP/1.1 request, never two; checked before anything
         # uses the request (a WebSocket handshake included).
         if self._host_count != 1 and (self._host_count or http_version == "1.1"):
@@ -1110,25 +1107,29 @@ def _address(address: Any, unix_path: bool = False) -> Optional[Tuple[Any, Optio
 
 _VERSION_PREFIX = b"HTTP/1."
 
-# The methods _request_line_method knows, each followed by the SP that ends it.
-_LINE_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
+# The methods _request_line_method knows, and each as it starts a request line (the SP after it).
 _LINE_METHOD_NAMES = ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")
+_LINE_METHODS = tuple(name.encode("ascii") + b" " for name in _LINE_METHOD_NAMES)
+
+
+def _holds_at(data: bytes, start: int, part: bytes) -> bool:
+    """Whether `data` holds `part` at `start` (which is in range). Compiled, a byte compare in
+    C: no slice, no method call."""
+    if len(data) < start + len(part):
+        return False
+    for i in range(len(part)):
+        if data[start + i] != part[i]:
+            return False
+    return True
 
 
 def _request_line_method(data: bytes) -> Optional[str]:
-    """The method that begins `data` and the SP after it, if it is one of _LINE_METHODS; else
-    None (another method, or an empty line first), and httptools is asked. For a request that
-    begins `data` (see _request_line_version); compiled, a comparison of a few bytes in C."""
-    size = len(data)
-    for index in range(7):
-        prefix = _LINE_METHODS[index]
-        length = len(prefix)
-        if size > length:
-            for i in range(length):
-                if data[i] != prefix[i]:
-                    break
-            else:
-                return _LINE_METHOD_NAMES[index]
+    """The method that begins `data` and the SP after it, if it is one of _LINE_METHOD_NAMES;
+    else None (another method, or an empty line first), and httptools is asked. For a request
+    that begins `data` (see _request_line_version)."""
+    for index in range(len(_LINE_METHODS)):
+        if _holds_at(data, 0, _LINE_METHODS[index]):
+            return _LINE_METHOD_NAMES[index]
     return None
 
 
@@ -1142,12 +1143,11 @@ def _request_line_version(data: bytes, start: int) -> Optional[str]:
     request-target SP HTTP-version), and a CR only ends it; so the SP before and the CR after
     are there only when the line does start `data`. Anything else (an empty line before the
     request, a line cut by the read, another version) is None. Compiled, every byte is read in
-    C: no slice, no method call."""
+    C."""
     if len(data) <= start + 8 or data[start - 1] != 32 or data[start + 8] != 13:  # SP ... CR
         return None
-    for i in range(7):
-        if data[start + i] != _VERSION_PREFIX[i]:
-            return None
+    if not _holds_at(data, start, _VERSION_PREFIX):
+        return None
     minor = data[start + 7]
     if minor == 49:  # "1"
         return "1.1"
