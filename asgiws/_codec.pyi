@@ -81,6 +81,7 @@ class FrameParser:
     max_items: int
     more: bool
     held: bool  # buffer what arrives but parse nothing (until the handshake is answered)
+    conn_open: bool  # the owning Connection is OPEN (it keeps this as its state changes)
     def __init__(
         self,
         *,

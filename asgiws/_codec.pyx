@@ -137,6 +137,7 @@ cdef class FrameParser:
         self.max_items = max_items
         self.more = False
         self.held = False
+        self.conn_open = True
         self.frames_parsed = 0
         self.msg_buf = NULL
         self.msg_len = 0

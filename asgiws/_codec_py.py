@@ -142,7 +142,7 @@ class FrameParser:
         # The uncompressed fragmented message being assembled (bare_messages mode). Bound:
         # max_size, as the 1009 check counts every byte appended here.
         "_msg",
-        "max_items", "more", "held", "frames_parsed", "bare_messages", "all_bare",
+        "max_items", "more", "held", "conn_open", "frames_parsed", "bare_messages", "all_bare",
         "bytes_parsed",
     )
 
@@ -175,6 +175,7 @@ class FrameParser:
         self.max_items = max_items
         self.more = False
         self.held = False
+        self.conn_open = True  # the owning Connection is OPEN (it keeps this; see _codec.pxd)
         self.frames_parsed = 0
         self._msg: Optional[bytearray] = None
         self.all_bare = True

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from asgiws.codec import FrameParser, build_close_payload, build_frame, parse_close_payload
-from asgiws.asgi import ClientDisconnected
+from asgiws.asgi import ClientDisconnected, bridge
 
 TIMEOUT = 10.0
 MASK = b"\x0a\x0b\x0c\x0d"
@@ -539,6 +539,79 @@ def test_concurrent_receive_calls_each_get_a_message(run_server):
     assert app.error is None
     assert sorted(results[:3]) == ["websocket.disconnect", "websocket.receive", "websocket.receive"]
     assert results[3] == "ClientDisconnected"
+
+
+def test_receive_returns_a_coroutine_stepped_as_a_native_one_is(run_server):
+    """What receive() returns (compiled: a Receiving object, not an `async def`'s coroutine)
+    answers send, throw and close as a native coroutine does, by hand as well as under await:
+    it yields the future it waits on, returns the event in StopIteration, cannot be awaited
+    twice, and one closed or thrown into while waiting leaves no waiter behind that would take
+    the next message."""
+    seen = []
+
+    async def body(receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        unstarted = receive()
+        assert asyncio.iscoroutine(unstarted)
+        assert type(unstarted).__name__ == ("Receiving" if bridge.COMPILED else "coroutine")
+        unstarted.close()
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await unstarted
+        with pytest.raises(ValueError):
+            receive().throw(ValueError)
+        # Nothing queued: the first step yields the pending future it waits on.
+        for stop in ("close", "throw"):
+            waiting = receive()
+            future = waiting.send(None)
+            assert asyncio.isfuture(future) and not future.done()
+            if stop == "close":
+                waiting.close()
+            else:
+                with pytest.raises(KeyError):
+                    waiting.throw(KeyError("k"))
+            with pytest.raises(RuntimeError):
+                waiting.send(None)
+        await send({"type": "websocket.send", "text": "ready"})
+        awaited = receive()
+        seen.append((await awaited)["text"])  # "one": the closed ones did not take it
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await awaited
+        # By hand: "three" is queued or not yet; either way StopIteration carries the event.
+        seen.append((await receive())["text"])
+        stepped = receive()
+        try:
+            await stepped.send(None)  # a future: wait for it as a task would
+            stepped.send(None)
+        except StopIteration as stop:
+            seen.append(stop.value["text"])
+        else:
+            raise AssertionError("the second step did not return")
+        seen.append((await receive())["type"])
+
+    done = threading.Event()
+    errors = []
+
+    async def app(scope, receive, send):  # the server's own receive (Recorder wraps it)
+        if scope["type"] != "websocket":
+            return await plain_http(scope, receive, send)
+        try:
+            await body(receive, send)
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+        finally:
+            done.set()
+
+    with run_server(app) as server:
+        with connect(server.ws_url, open_timeout=TIMEOUT) as ws:
+            assert ws.recv(TIMEOUT) == "ready"
+            ws.send("one")
+            ws.send("two")
+            ws.send("three")
+        assert done.wait(TIMEOUT)
+    assert errors == []
+    assert seen == ["one", "two", "three", "websocket.disconnect"]
 
 
 def test_fragmented_messages_are_reassembled(run_server):

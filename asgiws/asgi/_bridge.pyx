@@ -40,10 +40,13 @@ writes every connection's list with one `write`/`writelines` at the next loop it
 """
 
 import asyncio
+import sys
 import weakref
 from asyncio import Future as _Future, InvalidStateError
 
+cimport cython
 from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_DECREF
 from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 
@@ -51,15 +54,90 @@ from asgiws._codec cimport FrameParser, server_frame, server_header
 
 from asgiws.asgi import ClientDisconnected
 from asgiws.asgi.app_state import AppState
-from asgiws.websocket.connection import State
 
 cdef extern from "Python.h":
     int PyUnicode_KIND(object o)
 
+cdef extern from *:
+    """
+    /* The C slots of Receiving (receive()'s awaitable), which Cython cannot define itself:
+       am_send (what `await` and asyncio's Task step an iterator with on CPython 3.10 and 3.11)
+       hands back the await's result as a value, and tp_iternext (what `await` uses from 3.12)
+       as StopIteration(result) without a traceback entry — as a coroutine's return does. Both
+       call the Cython step function installed by asgiws_install_receiving(). */
+    typedef PyObject *(*asgiws_receiving_step_fn)(PyObject *self, PyObject *value, int *returned);
+    static asgiws_receiving_step_fn asgiws_receiving_step = NULL;
+
+    static PySendResult asgiws_receiving_am_send(PyObject *self, PyObject *value,
+                                                 PyObject **result) {
+        int returned = 0;
+        *result = asgiws_receiving_step(self, value, &returned);
+        if (*result == NULL) return PYGEN_ERROR;
+        return returned ? PYGEN_RETURN : PYGEN_NEXT;
+    }
+
+    static PyObject *asgiws_receiving_iternext(PyObject *self) {
+        int returned = 0;
+        PyObject *result = asgiws_receiving_step(self, Py_None, &returned);
+        if (result == NULL || !returned) return result;
+        if (result != Py_None) {
+            if (PyTuple_Check(result) || PyExceptionInstance_Check(result)) {
+                /* PyErr_SetObject would take these as the exception's args or itself. */
+                PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+                if (stop != NULL) {
+                    PyErr_SetObject(PyExc_StopIteration, stop);
+                    Py_DECREF(stop);
+                }
+            } else {
+                PyErr_SetObject(PyExc_StopIteration, result);
+            }
+        }
+        Py_DECREF(result);
+        return NULL;
+    }
+
+    static int asgiws_install_receiving(PyObject *type, void *step) {
+        PyTypeObject *t = (PyTypeObject *)type;
+        if (t->tp_as_async == NULL) {
+            PyErr_SetString(PyExc_TypeError, "Receiving has no async slots");
+            return -1;
+        }
+        asgiws_receiving_step = (asgiws_receiving_step_fn)step;
+        t->tp_as_async->am_send = asgiws_receiving_am_send;
+    #ifdef Py_TPFLAGS_HAVE_AM_SEND
+        t->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
+    #endif
+        t->tp_iternext = asgiws_receiving_iternext;
+        PyType_Modified(t);
+        return 0;
+    }
+
+    /* `await o` begins as `o.__await__()` ... */
+    static PyObject *asgiws_await_iter(PyObject *o) {
+        PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
+        if (am != NULL && am->am_await != NULL) return am->am_await(o);
+        return PyObject_CallMethod(o, "__await__", NULL);
+    }
+
+    /* ... and steps that iterator: 1 and *result what it yields, 0 and *result its return
+       value, -1 with an exception set. */
+    static int asgiws_iter_send(PyObject *it, PyObject *value, PyObject **result) {
+        PySendResult status = PyIter_Send(it, value, result);
+        return status == PYGEN_NEXT ? 1 : (status == PYGEN_RETURN ? 0 : -1);
+    }
+
+    /* Propagate the exception already set, from Cython code (an `except -1` return). */
+    static int asgiws_reraise(void) { return -1; }
+    """
+    int asgiws_install_receiving(object type, void *step) except -1
+    object asgiws_await_iter(object o)
+    int asgiws_iter_send(object it, object value, PyObject **result)
+    int asgiws_reraise() except -1
+
 
 # Module-level C references: `is` tests against them are pointer compares.
+cdef object _future_set_result = _Future.set_result
 cdef object _CONNECTED = AppState.CONNECTED
-cdef object _OPEN = State.OPEN
 cdef str _RECEIVE = "websocket.receive"
 cdef str _SEND = "websocket.send"
 cdef str _DISCONNECT = "websocket.disconnect"
@@ -119,18 +197,25 @@ cdef class Finished:
 
     def throw(self, typ, val=None, tb=None):
         # As a finished coroutine's throw(): the exception comes straight back out.
-        exc = typ if val is None else val
-        if isinstance(exc, type):
-            exc = exc()
-        if tb is not None:
-            exc = exc.with_traceback(tb)
-        raise exc
+        raise _thrown(typ, val, tb)
 
     def close(self):
         pass
 
 
 FINISHED = Finished()
+
+
+cdef object _thrown(typ, val, tb):
+    """The exception a coroutine's throw(typ[, val[, tb]]) raises."""
+    exc = typ if val is None else val
+    if isinstance(exc, type):
+        exc = exc()
+    if tb is not None:
+        exc = exc.with_traceback(tb)
+    return exc
+
+
 
 
 cdef class WriteCoalescer:
@@ -166,11 +251,20 @@ _coalescers = weakref.WeakKeyDictionary()
 _plain_futures = weakref.WeakKeyDictionary()
 
 
+# Before 3.12 CPython's C lookup of the running loop (what `Future()` without a loop does) asks
+# the kernel for the process id (getpid, to notice a fork) every time: a system call per wait,
+# one in three of the server's system calls in a small-message echo. There the waiter is made
+# with the loop passed instead (a kwargs dict and its parsing: ~0.7k instructions more, and
+# still 1-3 % more round trips per server CPU-second on 3.11, bench/RESULTS.md).
+cdef bint _RUNNING_LOOP_COSTS_A_SYSCALL = sys.version_info < (3, 12)
+
+
 cdef bint _makes_plain_futures(loop) except -1:
     """Whether `loop.create_future()` makes a plain asyncio.Future (uvloop's and asyncio's do;
     a custom loop may not): then receive() makes its waiter with `Future()`, which takes the
     running loop (the app's task runs on this one) without a keyword argument — a kwargs dict
-    and its parsing, ~1k instructions per wait, less. Asked once per loop."""
+    and its parsing, ~1k instructions per wait, less (but see _RUNNING_LOOP_COSTS_A_SYSCALL).
+    Asked once per loop."""
     plain = _plain_futures.get(loop)
     if plain is None:
         future = loop.create_future()
@@ -184,6 +278,25 @@ def coalescer_for_loop(loop):
     if coalescer is None:
         coalescer = _coalescers[loop] = WriteCoalescer(loop)
     return coalescer
+
+
+# The transport methods a flush calls, taken from the transport's class once per class rather
+# than looked up by name on the transport at every flush (~100 instructions a lookup, two per
+# flush). Every connection of a server has the same transport class (uvloop's TCPTransport, or
+# its TLS transport).
+cdef object _methods_of = None
+cdef object _is_closing = None
+cdef object _write = None
+cdef object _writelines = None
+
+
+cdef int _look_up_transport_methods(cls) except -1:
+    global _methods_of, _is_closing, _write, _writelines
+    _is_closing = cls.is_closing
+    _write = cls.write
+    _writelines = cls.writelines
+    _methods_of = cls
+    return 0
 
 
 cdef inline Py_ssize_t _queued_size(object payload):
@@ -201,7 +314,10 @@ cdef inline int _resolve(waiter) except -1:
     """Wake a receive() waiting on `waiter`, unless it was cancelled meanwhile (only a
     cancellation makes a waiter done before this: each is resolved once, here)."""
     try:
-        waiter.set_result(None)
+        if type(waiter) is _Future:
+            _future_set_result(waiter, None)  # the method itself, not a lookup by name
+        else:
+            waiter.set_result(None)
     except InvalidStateError:
         pass
     return 0
@@ -349,7 +465,7 @@ cdef class WebSocketBridge:
         per item handled in Python."""
         cdef FrameParser parser = self.parser
         cdef Py_ssize_t cost = nbytes + (parser.frames_parsed - frames_before) * _FRAME_COST
-        if parser.all_bare and parser.error is None and self.conn_.state is _OPEN:
+        if parser.all_bare and parser.error is None and parser.conn_open:
             # The hot path: whole, uncompressed messages only (text already decoded).
             if PyList_GET_SIZE(frames):
                 self._queue_messages(frames)
@@ -513,30 +629,11 @@ cdef class WebSocketBridge:
 
     # -- the app's receive ---------------------------------------------------------------------
 
-    async def receive(self):
-        if not self.connect_delivered:
-            self.connect_delivered = True
-            return {"type": "websocket.connect"}
-        if self._queued_count() == 0 and self.failure_pending:
-            self._send_failure()
-        while self._queued_count() == 0:
-            if self.disconnect_delivered:
-                raise ClientDisconnected("websocket.disconnect was already delivered")
-            # Each receive() waits on its own future: one cancelled (by a timeout, say)
-            # must not cancel another's.
-            waiter = _Future() if self.plain_futures else self.loop.create_future()
-            if self.waiter is None:
-                self.waiter = waiter
-            else:
-                if self.more_waiters is None:
-                    self.more_waiters = []
-                self.more_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if self.waiter is waiter:
-                    self.waiter = None
-        return self._pop()
+    def receive(self):
+        """The app's `receive`: an awaitable callable (ASGI), returning a Receiving."""
+        cdef Receiving receiving = Receiving.__new__(Receiving)
+        receiving.bridge = self
+        return receiving
 
     cdef object _pop(self):
         """The oldest queued message as its ASGI event; resumes reading below the low-water
@@ -599,12 +696,11 @@ cdef class WebSocketBridge:
             raise TypeError("websocket.send with both 'text' and 'bytes'")
         else:
             opcode = _OP_TEXT
-        conn = self.conn_
-        if conn.state is not _OPEN:
+        if not self.parser.conn_open:  # the connection's state is not OPEN
             raise ClientDisconnected("WebSocket is closed")
         self.messages_out += 1
         if self.compressing:
-            self._write_frame(conn.send_message(data))
+            self._write_frame(self.conn_.send_message(data))
         elif opcode == _OP_BINARY and len(data) >= _LARGE_PAYLOAD:
             # Header apart, payload as it is: writelines() sends both, no copy of the payload.
             self._write_frame(server_header(_OP_BINARY, len(data)))
@@ -639,11 +735,14 @@ cdef class WebSocketBridge:
             self.bytes_out += self.out_bytes
             self.out = None
             self.out_bytes = 0
-            if not self.transport.is_closing():
+            transport = self.transport
+            if type(transport) is not _methods_of:
+                _look_up_transport_methods(type(transport))
+            if not _is_closing(transport):
                 if PyList_GET_SIZE(out) == 1:
-                    self.transport.write(out[0])
+                    _write(transport, out[0])
                 else:
-                    self.transport.writelines(out)
+                    _writelines(transport, out)
         return 0
 
     def _drop_unsent(self):
@@ -694,3 +793,125 @@ cdef class WebSocketBridge:
 
     def _write_stall_ended(self):
         pass
+
+
+cdef enum:
+    _RECEIVING_NEW = 0      # not stepped yet
+    _RECEIVING_WAIT = 1     # waiting on its future for a message to be queued
+    _RECEIVING_DONE = 2     # returned, raised or closed
+
+
+@cython.freelist(16)
+cdef class Receiving:
+    """What `receive()` returns: a coroutine that takes the oldest queued event, waiting on a
+    future of its own while none is queued (each await its own: one cancelled, by a timeout
+    say, must not cancel another's).
+
+    An `async def receive` costs a Cython coroutine and its closure per message, created, sent
+    into twice through two levels of delegation and freed (~1k instructions, a sixth of the
+    bridge's cost per echoed message). This object holds the same state (the bridge, the
+    future, that future's iterator) in three fields, and its C slots step it directly (see
+    asgiws_receiving_am_send). It is a whole coroutine — `send`, `throw`, `close`, `__await__`
+    — so `asyncio.create_task(receive())` and `wait_for(receive(), t)` behave as with a native
+    one, cancellation included."""
+    cdef WebSocketBridge bridge
+    cdef object waiter      # the future waited on (_RECEIVING_WAIT)
+    cdef object waiting     # its iterator, as `await waiter` makes it
+    cdef int state
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def send(self, value):
+        cdef int returned = 0
+        result = _receiving_step(self, value, &returned)
+        if returned:
+            raise StopIteration(result)
+        return result
+
+    def throw(self, typ, val=None, tb=None):
+        # Thrown into the await on the future (asyncio's Task does this to cancel): it comes
+        # straight back out, as through `await waiter` in a coroutine, which then has finished.
+        self._finish()
+        raise _thrown(typ, val, tb)
+
+    def close(self):
+        self._finish()
+
+    def __dealloc__(self):
+        if self.state == _RECEIVING_WAIT:
+            self._finish()
+
+    cdef int _finish(self) except -1:
+        """Done with this await: the bridge no longer wakes its future."""
+        if self.state == _RECEIVING_WAIT:
+            self.waiting = None
+            # (The bridge is None when the garbage collector cleared this object first.)
+            if self.bridge is not None and self.bridge.waiter is self.waiter:
+                self.bridge.waiter = None
+            self.waiter = None
+        self.state = _RECEIVING_DONE
+        return 0
+
+
+cdef object _receiving_step(Receiving self, value, int *returned):
+    """One step of a Receiving: the event (*returned = 1), or the future to wait on (0)."""
+    cdef WebSocketBridge bridge = self.bridge
+    cdef PyObject *result
+    cdef int status
+    if self.state == _RECEIVING_WAIT:
+        status = asgiws_iter_send(self.waiting, value, &result)
+        if status == 1:  # stepped again before its future is done: it yields the future again
+            yielded = <object>result
+            Py_DECREF(yielded)
+            return yielded
+        self._finish()
+        if status < 0:
+            asgiws_reraise()  # cancelled
+        Py_DECREF(<object>result)  # the future's result: None
+        self.state = _RECEIVING_NEW
+    elif self.state == _RECEIVING_DONE:
+        raise RuntimeError("cannot reuse already awaited coroutine")
+    else:
+        if not bridge.connect_delivered:
+            bridge.connect_delivered = True
+            self.state = _RECEIVING_DONE
+            returned[0] = 1
+            return {"type": "websocket.connect"}
+        if bridge._queued_count() == 0 and bridge.failure_pending:
+            bridge._send_failure()
+    if bridge._queued_count():
+        self.state = _RECEIVING_DONE
+        returned[0] = 1
+        return bridge._pop()
+    if bridge.disconnect_delivered:
+        self.state = _RECEIVING_DONE
+        raise ClientDisconnected("websocket.disconnect was already delivered")
+    if not bridge.plain_futures:
+        waiter = bridge.loop.create_future()
+    elif _RUNNING_LOOP_COSTS_A_SYSCALL:
+        waiter = _Future(loop=bridge.loop)
+    else:
+        waiter = _Future()
+    if bridge.waiter is None:
+        bridge.waiter = waiter
+    else:
+        if bridge.more_waiters is None:
+            bridge.more_waiters = []
+        bridge.more_waiters.append(waiter)
+    self.waiter = waiter
+    self.waiting = asgiws_await_iter(waiter)
+    self.state = _RECEIVING_WAIT
+    status = asgiws_iter_send(self.waiting, None, &result)
+    if status < 0:
+        self._finish()
+        asgiws_reraise()
+    yielded = <object>result
+    Py_DECREF(yielded)
+    return yielded  # a pending future's first step yields it (to the app's task)
+
+
+asgiws_install_receiving(Receiving, <void *>_receiving_step)

@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 from .. import codec
 from . import ClientDisconnected
 from .app_state import AppState
-from ..websocket.connection import State
 
 _CONNECTED = AppState.CONNECTED
-_OPEN = State.OPEN
 _RECEIVE = "websocket.receive"
 _SEND = "websocket.send"
 _DISCONNECT = "websocket.disconnect"
@@ -262,7 +260,7 @@ class WebSocketBridge:
         per item handled in Python."""
         parser = self._parser
         cost = nbytes + (parser.frames_parsed - frames_before) * _FRAME_COST
-        if parser.all_bare and parser.error is None and self._conn.state is _OPEN:
+        if parser.all_bare and parser.error is None and parser.conn_open:
             # The hot path: whole, uncompressed messages only (text already decoded).
             if frames:
                 self._queue_messages(frames)
@@ -498,7 +496,7 @@ class WebSocketBridge:
         else:
             opcode = _OP_TEXT
         conn = self._conn
-        if conn.state is not _OPEN:
+        if not self._parser.conn_open:  # the connection's state is not OPEN
             raise ClientDisconnected("WebSocket is closed")
         self.messages_out += 1
         if conn.deflate is not None:

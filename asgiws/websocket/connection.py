@@ -303,7 +303,7 @@ class Connection:
             echo = b"" if code == CloseCode.NO_STATUS_RCVD else build_close_payload(code)
             self._owe(build_frame(OP_CLOSE, echo))
             self.close_sent = CloseReceived(code, "")
-        self.state = State.CLOSED
+        self._enter(State.CLOSED)
         return received
 
     # -- sending -----------------------------------------------------------------------------
@@ -329,7 +329,7 @@ class Connection:
         """Start the closing handshake; the caller waits for the peer's Close (CLOSING)."""
         if self.state is not State.OPEN:
             raise ConnectionClosedError(self.state)
-        self.state = State.CLOSING
+        self._enter(State.CLOSING)
         self.close_sent = CloseReceived(code, reason)
         return build_frame(OP_CLOSE, build_close_payload(code, reason))
 
@@ -354,11 +354,17 @@ class Connection:
 
     def connection_lost(self) -> None:
         """TCP is gone: nothing more is sent or delivered."""
-        self.state = State.CLOSED
+        self._enter(State.CLOSED)
         self._inflating = False
         self._pending = _NOTHING
         self.more = False
         self.outgoing = _NOTHING
+
+    def _enter(self, state: State) -> None:
+        """The one place the state changes after OPEN. The parser keeps whether it is OPEN, for
+        the compiled bridge, which checks it per message (see FrameParser.conn_open)."""
+        self.state = state
+        self.parser.conn_open = state is State.OPEN
 
     def release(self) -> None:
         """Give back what only the wire needed, once TCP is gone: the receive buffers, the
