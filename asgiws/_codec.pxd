@@ -37,6 +37,11 @@ cdef class FrameParser:
         ParserState state
         bint is_server
         public bint rsv1_allowed
+        # Whether the Connection that owns this parser is OPEN (it keeps this true or false as
+        # its state changes): the compiled bridge's per-message checks read it here in C,
+        # rather than the Connection's `state` attribute by name. (Here, beside another bint,
+        # it takes no memory: the 4 bytes before max_size were padding.)
+        public bint conn_open
         public Py_ssize_t max_size
         # The message being received (fragmentation, RFC 6455 §5.4).
         int message_opcode      # 0: no message open
@@ -64,10 +69,6 @@ cdef class FrameParser:
         # Parse nothing yet, only buffer (the bytes a client sent behind its handshake, until the
         # server has answered it): no reply may go out before the 101.
         public bint held
-        # Whether the Connection that owns this parser is OPEN (it keeps this true or false as
-        # its state changes): the compiled bridge's per-message checks read it here in C,
-        # rather than the Connection's `state` attribute by name.
-        public bint conn_open
         readonly Py_ssize_t frames_parsed   # every frame parsed so far, control frames too
         # A large binary frame is received straight into its destination (no copy out of the
         # buffer afterwards; unmasked in place as it arrives): a payload object of its own, or
