@@ -577,16 +577,17 @@ def test_receive_returns_a_coroutine_stepped_as_a_native_one_is(run_server):
         seen.append((await awaited)["text"])  # "one": the closed ones did not take it
         with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
             await awaited
-        # By hand: "three" is queued or not yet; either way StopIteration carries the event.
+        # By hand: the client sends "three" only once told to, after the first step.
         seen.append((await receive())["text"])
         stepped = receive()
-        try:
-            await stepped.send(None)  # a future: wait for it as a task would
+        future = stepped.send(None)
+        assert asyncio.isfuture(future) and not future.done()
+        await send({"type": "websocket.send", "text": "now three"})
+        # The future is marked as awaited (as a task receives it): wait for it done.
+        await asyncio.wait({future}, timeout=TIMEOUT)
+        with pytest.raises(StopIteration) as stop:
             stepped.send(None)
-        except StopIteration as stop:
-            seen.append(stop.value["text"])
-        else:
-            raise AssertionError("the second step did not return")
+        seen.append(stop.value.value["text"])
         seen.append((await receive())["type"])
 
     done = threading.Event()
@@ -608,6 +609,7 @@ def test_receive_returns_a_coroutine_stepped_as_a_native_one_is(run_server):
             assert ws.recv(TIMEOUT) == "ready"
             ws.send("one")
             ws.send("two")
+            assert ws.recv(TIMEOUT) == "now three"
             ws.send("three")
         assert done.wait(TIMEOUT)
     assert errors == []
