@@ -2,6 +2,8 @@
 go out, how many per loop turn, and that a closed connection leaves it."""
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 import uvloop
@@ -90,10 +92,11 @@ def test_connections_due_together_are_pinged_a_batch_per_loop_turn(again):
         peers = [TurnPeer(log) for _ in range(1000)]
         # The same clock reading for every add: on a loaded machine 1000 adds can straddle a
         # slot boundary (a tick is 12.5 ms here), and two groups would come due, not one.
-        keepalive.loop = FrozenClock(loop)
+        frozen = FrozenClock(loop)
+        keepalive._loop = lambda: frozen  # (it holds its loop through a weak reference)
         for peer in peers:
             keepalive.add(peer)
-        keepalive.loop = loop
+        keepalive._loop = weakref.ref(loop)
         loop.call_soon(next_turn)
         while len(log) < len(peers):
             await asyncio.sleep(0.01)
@@ -124,3 +127,25 @@ def test_a_discarded_connection_is_not_pinged_and_leaves_no_slot():
     log, slots = run(main())
     assert [peer for peer, _ in log] == [log[0][0]] and log[0][0].ping_slot == 0
     assert slots == {}
+
+
+@pytest.mark.parametrize("make_loop", [uvloop.new_event_loop, asyncio.new_event_loop],
+                         ids=["uvloop", "asyncio"])
+def test_the_per_loop_helpers_let_their_loop_go(make_loop):
+    """The write coalescer (compiled and pure), the keepalive and the connection ends are one per
+    loop, in dictionaries keyed weakly by the loop: none of them may hold its loop strongly, or
+    the entry would keep a closed loop alive for good (~260 KiB each with uvloop) — a process
+    that serves, stops and serves again would grow by that much every time."""
+    from asgiws.asgi import _bridge_py, websocket
+    from asgiws.asgi.bridge import coalescer_for_loop
+    from asgiws.asgi.keepalive import keepalive
+
+    loop = make_loop()
+    helpers = [coalescer_for_loop(loop), _bridge_py.coalescer_for_loop(loop),
+               keepalive(loop, 20.0), websocket.connection_ends(loop)]
+    assert all(helper is not None for helper in helpers)
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop, helpers
+    gc.collect()
+    assert gone() is None

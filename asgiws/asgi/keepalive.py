@@ -37,7 +37,9 @@ class Keepalive:
     is a protocol with a `ping_slot` attribute (0: not waiting) and a `_send_ping()` method."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        self.loop = loop
+        # Weakly: this object is a value of _keepalives, keyed weakly by the loop, and a
+        # strong reference back would keep a closed loop (~260 KiB with uvloop) alive for good.
+        self._loop = weakref.ref(loop)
         self.interval = interval
         self.tick = min(_MAX_TICK, interval / _TICKS_PER_INTERVAL)
         # slot number (time // tick) -> the connections whose Ping is due in it. Bound: one
@@ -48,6 +50,12 @@ class Keepalive:
         # there are any, _ping_some() runs each turn and the timer is not armed: one chain of
         # turns at a time, so the per-turn bound holds.
         self.due: List[Any] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        assert loop is not None  # alive while its callbacks run
+        return loop
 
     def add(self, protocol: Any) -> None:
         """Ping `protocol` one interval from now."""

@@ -91,9 +91,17 @@ class ConnectionEnds:
     all those connections take to end."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
+        # Weakly: this object is a value of _ends_for_loop, keyed weakly by the loop, and a
+        # strong reference back would keep a closed loop (~260 KiB with uvloop) alive for good.
+        self._loop = weakref.ref(loop)
         self.pending: "collections.deque[Callable[[], None]]" = collections.deque()
         self.scheduled = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        assert loop is not None  # alive while its callbacks run
+        return loop
 
     def add(self, callback: Callable[[], None]) -> None:
         self.pending.append(callback)
