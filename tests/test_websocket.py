@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import gc
 import logging
 import os
 import socket
@@ -561,15 +562,19 @@ def test_receive_returns_a_coroutine_stepped_as_a_native_one_is(run_server):
         with pytest.raises(ValueError):
             receive().throw(ValueError)
         # Nothing queued: the first step yields the pending future it waits on.
-        for stop in ("close", "throw"):
+        for stop in ("close", "throw", "drop"):
             waiting = receive()
             future = waiting.send(None)
             assert asyncio.isfuture(future) and not future.done()
             if stop == "close":
                 waiting.close()
-            else:
+            elif stop == "throw":
                 with pytest.raises(KeyError):
                     waiting.throw(KeyError("k"))
+            else:  # freed while waiting, as a dropped coroutine is closed
+                del waiting
+                gc.collect()
+                continue
             with pytest.raises(RuntimeError):
                 waiting.send(None)
         await send({"type": "websocket.send", "text": "ready"})
