@@ -27,4 +27,16 @@ class UnexpectedMessage(RuntimeError):
         self.message_type = message_type
 
 
-__all__ = ["ClientDisconnected", "UnexpectedMessage"]
+def thrown_exception(typ: Any, val: Any = None, tb: Any = None) -> BaseException:
+    """The exception a coroutine's `throw(typ[, val[, tb]])` raises: for the server's own
+    coroutine objects (what `send()` and `receive()` return), which must answer throw() as a
+    native coroutine does."""
+    exc: BaseException = typ if val is None else val
+    if isinstance(exc, type):
+        exc = exc()
+    if tb is not None:
+        exc = exc.with_traceback(tb)
+    return exc
+
+
+__all__ = ["ClientDisconnected", "UnexpectedMessage", "thrown_exception"]

@@ -52,7 +52,7 @@ from cpython.unicode cimport PyUnicode_GET_LENGTH
 
 from asgiws._codec cimport FrameParser, server_frame, server_header
 
-from asgiws.asgi import ClientDisconnected
+from asgiws.asgi import ClientDisconnected, thrown_exception
 from asgiws.asgi.app_state import AppState
 
 cdef extern from "Python.h":
@@ -197,7 +197,7 @@ cdef class Finished:
 
     def throw(self, typ, val=None, tb=None):
         # As a finished coroutine's throw(): the exception comes straight back out.
-        raise _thrown(typ, val, tb)
+        raise thrown_exception(typ, val, tb)
 
     def close(self):
         pass
@@ -206,24 +206,10 @@ cdef class Finished:
 FINISHED = Finished()
 
 
-cdef object _thrown(typ, val, tb):
-    """The exception a coroutine's throw(typ[, val[, tb]]) raises."""
-    exc = typ if val is None else val
-    if isinstance(exc, type):
-        exc = exc()
-    if tb is not None:
-        exc = exc.with_traceback(tb)
-    return exc
-
-
-
-
 cdef class WriteCoalescer:
     """One per event loop: the frames each connection sends during a loop iteration leave in
     one write (one syscall) at the start of the next, instead of one syscall per frame."""
-    # Weakly: this object is a value of _coalescers, keyed weakly by the loop, and a strong
-    # reference back would keep a closed loop (~260 KiB with uvloop) alive for good.
-    cdef object loop_ref
+    cdef object loop_ref  # weakref.ref(loop): held weakly, as per_loop.LoopBound says why
     cdef list dirty
     cdef bint scheduled
     cdef object flush_callback
@@ -838,7 +824,7 @@ cdef class Receiving:
         # Thrown into the await on the future (asyncio's Task does this to cancel): it comes
         # straight back out, as through `await waiter` in a coroutine, which then has finished.
         self._finish()
-        raise _thrown(typ, val, tb)
+        raise thrown_exception(typ, val, tb)
 
     def close(self):
         self._finish()
@@ -859,6 +845,14 @@ cdef class Receiving:
         return 0
 
 
+cdef inline object _owned(PyObject *reference):
+    """The object of a new reference that C code handed over (asgiws_iter_send's result), as an
+    object Cython manages: one reference, not two."""
+    obj = <object>reference  # Cython takes a reference of its own here
+    Py_DECREF(obj)  # and the one handed over is given back
+    return obj
+
+
 cdef object _receiving_step(Receiving self, value, int *returned):
     """One step of a Receiving: the event (*returned = 1), or the future to wait on (0)."""
     cdef WebSocketBridge bridge = self.bridge
@@ -867,13 +861,11 @@ cdef object _receiving_step(Receiving self, value, int *returned):
     if self.state == _RECEIVING_WAIT:
         status = asgiws_iter_send(self.waiting, value, &result)
         if status == 1:  # stepped again before its future is done: it yields the future again
-            yielded = <object>result
-            Py_DECREF(yielded)
-            return yielded
+            return _owned(result)
         self._finish()
         if status < 0:
             asgiws_reraise()  # cancelled
-        Py_DECREF(<object>result)  # the future's result: None
+        _owned(result)  # the future's result: None
         self.state = _RECEIVING_NEW
     elif self.state == _RECEIVING_DONE:
         raise RuntimeError("cannot reuse already awaited coroutine")
@@ -911,9 +903,7 @@ cdef object _receiving_step(Receiving self, value, int *returned):
     if status < 0:
         self._finish()
         asgiws_reraise()
-    yielded = <object>result
-    Py_DECREF(yielded)
-    return yielded  # a pending future's first step yields it (to the app's task)
+    return _owned(result)  # a pending future's first step yields it (to the app's task)
 
 
 asgiws_install_receiving(Receiving, <void *>_receiving_step)

@@ -22,8 +22,9 @@ import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Union
 
 from .. import codec
-from . import ClientDisconnected
+from . import ClientDisconnected, thrown_exception
 from .app_state import AppState
+from .per_loop import LoopBound
 
 _CONNECTED = AppState.CONNECTED
 _RECEIVE = "websocket.receive"
@@ -107,12 +108,7 @@ class Finished:
         raise StopIteration
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> None:
-        exc = typ if val is None else val
-        if isinstance(exc, type):
-            exc = exc()
-        if tb is not None:
-            exc = exc.with_traceback(tb)
-        raise exc
+        raise thrown_exception(typ, val, tb)
 
     def close(self) -> None:
         pass
@@ -121,16 +117,14 @@ class Finished:
 FINISHED = Finished()
 
 
-class WriteCoalescer:
+class WriteCoalescer(LoopBound):
     """One per event loop: the frames each connection sends during a loop iteration leave in
     one write (one syscall) at the start of the next."""
 
-    __slots__ = ("_loop", "dirty", "scheduled", "flush_callback")
+    __slots__ = ("dirty", "scheduled", "flush_callback")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Weakly: this object is a value of _coalescers, keyed weakly by the loop, and a strong
-        # reference back would keep a closed loop (~260 KiB with uvloop) alive for good.
-        self._loop = weakref.ref(loop)
+        super().__init__(loop)  # held weakly (per_loop says why)
         self.dirty: List[WebSocketBridge] = []
         self.scheduled = False
         self.flush_callback = self.flush
@@ -139,9 +133,7 @@ class WriteCoalescer:
         self.dirty.append(bridge)
         if not self.scheduled:
             self.scheduled = True
-            loop = self._loop()
-            assert loop is not None  # a connection on it is sending
-            loop.call_soon(self.flush_callback)
+            self.loop.call_soon(self.flush_callback)
 
     def flush(self) -> None:
         self.scheduled = False

@@ -21,6 +21,8 @@ import math
 import weakref
 from typing import Any, Dict, List, Set
 
+from .per_loop import LoopBound
+
 logger = logging.getLogger("asgiws.error")
 
 # Ping timing granularity, as a fraction of the interval (capped at _MAX_TICK seconds).
@@ -32,14 +34,12 @@ _PINGS_PER_TURN = 256
 _EARLY = 0.002
 
 
-class Keepalive:
+class Keepalive(LoopBound):
     """The keepalive of the connections on one loop that share one ping interval. A connection
     is a protocol with a `ping_slot` attribute (0: not waiting) and a `_send_ping()` method."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        # Weakly: this object is a value of _keepalives, keyed weakly by the loop, and a
-        # strong reference back would keep a closed loop (~260 KiB with uvloop) alive for good.
-        self._loop = weakref.ref(loop)
+        super().__init__(loop)  # held weakly (per_loop says why)
         self.interval = interval
         self.tick = min(_MAX_TICK, interval / _TICKS_PER_INTERVAL)
         # slot number (time // tick) -> the connections whose Ping is due in it. Bound: one
@@ -50,12 +50,6 @@ class Keepalive:
         # there are any, _ping_some() runs each turn and the timer is not armed: one chain of
         # turns at a time, so the per-turn bound holds.
         self.due: List[Any] = []
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop()
-        assert loop is not None  # alive while its callbacks run
-        return loop
 
     def add(self, protocol: Any) -> None:
         """Ping `protocol` one interval from now."""

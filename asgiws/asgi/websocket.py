@@ -47,6 +47,7 @@ from . import ClientDisconnected, UnexpectedMessage
 from .app_state import AppState
 from .bridge import WebSocketBridge
 from .keepalive import keepalive
+from .per_loop import LoopBound
 
 logger = logging.getLogger("asgiws.error")
 access_logger = logging.getLogger("asgiws.access")
@@ -81,7 +82,7 @@ _TASK_NAME = "asgiws websocket app"
 _ENDS_PER_TURN = 64
 
 
-class ConnectionEnds:
+class ConnectionEnds(LoopBound):
     """One per event loop: the work that ends WebSocket connections — closing the socket after
     the peer's FIN (the kernel's TCP teardown), then, once the transport reports the loss,
     telling the app (its websocket.disconnect, its task's end, the access log line) — done for
@@ -91,17 +92,9 @@ class ConnectionEnds:
     all those connections take to end."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        # Weakly: this object is a value of _ends_for_loop, keyed weakly by the loop, and a
-        # strong reference back would keep a closed loop (~260 KiB with uvloop) alive for good.
-        self._loop = weakref.ref(loop)
+        super().__init__(loop)  # held weakly (per_loop says why)
         self.pending: "collections.deque[Callable[[], None]]" = collections.deque()
         self.scheduled = False
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop()
-        assert loop is not None  # alive while its callbacks run
-        return loop
 
     def add(self, callback: Callable[[], None]) -> None:
         self.pending.append(callback)
