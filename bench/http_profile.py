@@ -106,7 +106,7 @@ def server_command(args: argparse.Namespace, port: int) -> list[str]:
         return [python, "-m", "uvicorn", *common, "--http", "httptools", *ws]
     if args.server.startswith("floor-"):
         return [python, os.path.join(BENCH_DIR, "http_floor.py"), str(port), args.server[len("floor-"):]]
-    if args.server in ("picows", "picows-task"):
+    if args.server.startswith("picows"):
         return [python, os.path.join(BENCH_DIR, "ceilings.py"), args.server, "--port", str(port)]
     return [python, "-m", "asgiws", *common, "--ws-per-message-deflate", "false"]
 
@@ -174,8 +174,9 @@ def report(dump: str, requests: int, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", choices=("asgiws", "uvicorn", "floor-direct", "floor-task", "picows", "picows-task"),
-                        default="asgiws")
+    parser.add_argument("--server", default="asgiws",
+                        choices=("asgiws", "uvicorn", "floor-direct", "floor-task", "picows",
+                                 "picows-task", "picows-wake"))
     parser.add_argument("--websocket", action="store_true", help="WebSocket echo round trips, not GETs")
     parser.add_argument("--repo", default=REPO_DIR, help="checkout to run asgiws from (its .venv if any)")
     parser.add_argument("--requests", type=int,

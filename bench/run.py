@@ -88,7 +88,7 @@ class Scenario:
     def applies_to(self, server: srv.Server) -> bool:
         if self.servers:
             return server.name in self.servers
-        if self.app not in server.apps:
+        if self.app not in server.apps or self.size < server.min_size:
             return False
         if server.kind == "raw":
             return self.mode in ("rr", "pipe")

@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -43,6 +43,7 @@ class Server:
     apps: tuple = ("echo", "broadcast")
     notes: str = ""
     repo: object = None  # callable() -> the checkout to run from (default: this one)
+    min_size: int = 0  # message size it is meant for: scenarios with smaller messages skip it
 
     def command(self, app: str, port: int, backlog: int) -> list[str]:
         return list(self.argv(APPS.get(app, app), port, backlog))
@@ -156,14 +157,26 @@ SERVERS = {
                           ("picows",), apps=("echo",),
                           notes="not a server: picows' echo with the one cost ASGI adds per message "
                                 "(an app task woken by a Future, event dicts; bench/ceilings.py)"),
+    "picows-wake": Server("picows-wake", "picows + task wake-up only", "picows",
+                          _ceiling("picows-wake"), ("picows",), apps=("echo",),
+                          notes="not a server: picows' echo sent from a task woken through one "
+                                "Future per message, nothing else (bench/ceilings.py): the least "
+                                "any server that runs its app in a task pays"),
     "raw": Server("raw", "raw TCP echo", "raw", _ceiling("raw"), ("uvloop",), apps=("echo",),
                   notes="ceiling, not WebSocket: uvloop Protocol writing back every byte read"),
+    "raw-frame": Server("raw-frame", "raw frame echo (store and forward)", "raw",
+                        _ceiling("raw-frame"), ("uvloop",), apps=("echo",), min_size=1 << 20,
+                        notes="not a server: the raw TCP echo holding each WebSocket frame until "
+                              "it is complete, then writing it whole (as a server of messages "
+                              "must; no unmasking; bench/ceilings.py), a floor for large messages"),
 }
 SERVER_ORDER = list(SERVERS)
 # bench/run.py without --servers: asgiws and its peers. The asgiws-* variants (metrics on, Python's
 # GC thresholds, another checkout) are the other halves of before/after pairs, and picows-task a
-# floor, not a peer: each is named when wanted (asgiws-base also needs ASGIWS_BASE_DIR).
-DEFAULT_SERVERS = [name for name in SERVER_ORDER if not name.startswith("asgiws-") and name != "picows-task"]
+# floor, not a peer, as is raw-frame: each is named when wanted (asgiws-base also needs
+# ASGIWS_BASE_DIR).
+FLOORS = ("picows-task", "picows-wake", "raw-frame")
+DEFAULT_SERVERS = [name for name in SERVER_ORDER if not name.startswith("asgiws-") and name not in FLOORS]
 
 
 def package_version(name: str) -> str:
@@ -227,11 +240,21 @@ def _ws_handshake_ok(port: int, path: str, timeout: float, tls: bool = False) ->
         return ok
 
 
+# A masked binary frame of 4 bytes: the raw echo reflects any bytes, raw-frame whole frames.
+_RAW_PROBE = b"\x82\x84\x00\x00\x00\x00ping"
+
+
 def _raw_echo_ok(port: int, timeout: float) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.settimeout(timeout)
-        s.sendall(b"ping")
-        return s.recv(16) == b"ping"
+        s.sendall(_RAW_PROBE)
+        echoed = b""
+        while len(echoed) < len(_RAW_PROBE):
+            chunk = s.recv(len(_RAW_PROBE) - len(echoed))
+            if not chunk:
+                return False
+            echoed += chunk
+        return echoed == _RAW_PROBE
 
 
 class Running:

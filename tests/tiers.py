@@ -67,5 +67,6 @@ NOT_CORE = {
     "test_reload.py": "reload",
     "test_openloop.py": "bench/ tooling in the source tree (the open-loop load generator)",
     "test_bench_baseline.py": "bench/ tooling in the source tree (the regression baseline's diff)",
+    "test_bench_ceilings.py": "bench/ tooling in the source tree (the store-and-forward floor)",
     "test_http_fallback.py": "which files of the source tree the HTTP modules load from (compiled or .py)",
 }
