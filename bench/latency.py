@@ -1,7 +1,7 @@
 """Latency against offered load: open-loop runs (bench/openloop.py) at fractions of uvicorn's
 maximum, for HTTP and WebSocket echo, at 64 and at 10,000 connections.
 
-    python bench/latency.py                  # everything, about 8 minutes (less when nothing saturates)
+    python bench/latency.py                  # everything, about 10 minutes (less when nothing saturates)
     python bench/latency.py --quick          # a smoke test (~1.5 minutes)
     python bench/latency.py --protocols ws --conns 64 --servers asgiws,uvicorn
     python bench/latency.py --protocols http --conns 10000 --servers asgiws,asgiws-pygc --max http=21271
@@ -389,7 +389,9 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, help="measured seconds per load [1.5; quick 1]")
     p.add_argument("--repeats", type=int,
                    help="runs of every server, in rotating order; per load the repeat with "
-                        "the lowest p99 is reported [2; quick 1]")
+                        "the lowest p99 is reported [3; quick 1]: the machine's stalls only add "
+                        "latency, and with 2 a point whose servers each had one stalled repeat "
+                        "compared a stall")
     p.add_argument("--max-duration", type=float,
                    help="seconds of uvicorn's closed-loop maximum [4; quick 2]")
     p.add_argument("--max", metavar="PROTO=RATE[,PROTO=RATE]",
@@ -408,7 +410,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for name, full, quick in (("conns", "64,10000", "64,2000"), ("loads", "50,90,110", "50,90"),
                               ("warmup", 0.5, 0.5), ("duration", 1.5, 1.0),
-                              ("max_duration", 4.0, 2.0), ("repeats", 2, 1)):
+                              ("max_duration", 4.0, 2.0), ("repeats", 3, 1)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     return args
