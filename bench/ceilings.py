@@ -92,10 +92,9 @@ def _picows_server(port: int, backlog: int, app: str = ""):
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
 
-    class TaskEcho(WSListener):
-        """Echo as an ASGI app does it: `await receive()` gives an event dict (waiting on a
-        Future when nothing is queued), `await send(event)` writes it. Complete messages only
-        (the benchmark's); a Close ends the task."""
+    class AppTask(WSListener):
+        """A connection whose echo runs in its own task (`app`), as an ASGI app does: the
+        messages it has not taken yet queue, and `waiter` is the Future it waits on."""
 
         def on_ws_connected(self, transport):
             self.transport = transport
@@ -105,6 +104,11 @@ def _picows_server(port: int, backlog: int, app: str = ""):
 
         def on_ws_disconnected(self, transport):
             self.task.cancel()
+
+    class TaskEcho(AppTask):
+        """Echo as an ASGI app does it: `await receive()` gives an event dict (waiting on a
+        Future when nothing is queued), `await send(event)` writes it. Complete messages only
+        (the benchmark's); a Close ends the task."""
 
         def on_ws_frame(self, transport, frame):
             msg_type = frame.msg_type
@@ -131,20 +135,11 @@ def _picows_server(port: int, backlog: int, app: str = ""):
                 event = await self.receive()
                 await self.send({"type": "websocket.send", "bytes": event["bytes"]})
 
-    class WakeEcho(WSListener):
+    class WakeEcho(AppTask):
         """The least a server that runs its app in a task can do per message: the payload
         handed to the waiting task through one Future (or queued, when the task is not
         waiting: pipelined messages), the task woken by the loop, the echo sent from the task.
         No event dicts, no receive/send coroutines, no limits."""
-
-        def on_ws_connected(self, transport):
-            self.transport = transport
-            self.queue = collections.deque()
-            self.waiter = None
-            self.task = asyncio.get_running_loop().create_task(self.app())
-
-        def on_ws_disconnected(self, transport):
-            self.task.cancel()
 
         def on_ws_frame(self, transport, frame):
             msg_type = frame.msg_type
