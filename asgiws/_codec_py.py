@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import codecs
 import struct
-from typing import Any, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 # What the builders and the mask take: anything with the buffer protocol, as the .pyx does.
 _Buffer = Union[bytes, bytearray, memoryview]

@@ -285,7 +285,6 @@ def test_json_formatter_writes_one_object_per_line():
 def test_log_format_json_end_to_end(tmp_path):
     """`python -m asgiws --log-format json`: stdout (access) and stderr (error) parse line by line."""
     import os
-    import subprocess
     import sys
 
     from conftest import ROOT

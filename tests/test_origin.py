@@ -185,7 +185,7 @@ def test_an_origin_list_in_one_header_is_refused():
     assert not allowed(["https://a.com"], b"https://a.com https://b.com")
 
 
-def test_no_origin_passes_unless_required():
+def test_no_origin_passes_unless_the_policy_requires_one():
     assert allowed(["https://a.com"], None)
     assert check(["https://a.com"], None, require_origin=True) == "no Origin header (ws_require_origin)"
     assert allowed(["*"], None) and not allowed(["*"], None, require_origin=True)
@@ -461,7 +461,7 @@ def test_same_host_behind_a_trusted_proxy_over_the_wire(run_server):
     assert seen == [b"https://app.example.com"]
 
 
-def test_no_origin_passes_unless_required(run_server):
+def test_no_origin_passes_unless_required_over_the_wire(run_server):
     seen: list = []
     with run_server(make_app(seen), ws_allowed_origins="https://app.example.com") as server:
         with RawConnection(server) as conn:

@@ -49,7 +49,7 @@ async def echo_app(scope, receive, send):
 
 async def plain_http(scope, receive, send):
     if scope["type"] == "lifespan":
-        message = await receive()
+        await receive()
         await send({"type": "lifespan.startup.complete"})
         await receive()
         await send({"type": "lifespan.shutdown.complete"})

@@ -32,7 +32,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from .. import codec as _codec
 from ..codec import FrameParser, build_close_payload, build_frame, parse_close_payload
-from .deflate import MessageTooBig, PerMessageDeflate
+from .deflate import PerMessageDeflate
 
 OP_CONTINUATION = _codec.OP_CONTINUATION
 OP_TEXT = _codec.OP_TEXT
