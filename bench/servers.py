@@ -172,8 +172,8 @@ SERVERS = {
 }
 SERVER_ORDER = list(SERVERS)
 # bench/run.py without --servers: asgiws and its peers. The asgiws-* variants (metrics on, Python's
-# GC thresholds, another checkout) are the other halves of before/after pairs, and picows-task a
-# floor, not a peer, as is raw-frame: each is named when wanted (asgiws-base also needs
+# GC thresholds, another checkout) are the other halves of before/after pairs, and the FLOORS
+# (bench/ceilings.py) are not peers: each is named when wanted (asgiws-base also needs
 # ASGIWS_BASE_DIR).
 FLOORS = ("picows-task", "picows-wake", "raw-frame")
 DEFAULT_SERVERS = [name for name in SERVER_ORDER if not name.startswith("asgiws-") and name not in FLOORS]

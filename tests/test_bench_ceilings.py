@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import socket
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def raw_frame_port():
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stderr is not None
+        with selectors.DefaultSelector() as selector:  # its first line, within 30 s
+            selector.register(proc.stderr, selectors.EVENT_READ)
+            assert selector.select(timeout=30), "raw-frame printed nothing in 30 s"
         line = proc.stderr.readline().decode()  # "ceiling ready on 127.0.0.1:PORT", or it died
         match = re.search(r"ceiling ready on 127\.0\.0\.1:(\d+)", line)
         assert match, line
