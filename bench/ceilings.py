@@ -220,6 +220,7 @@ class _FrameEcho(asyncio.BufferedProtocol):
             return
         self.filled += nbytes
         data, start, end = self.staging, 0, self.filled
+        large = 0  # the length of a frame too large for the staging buffer, begun at `start`
         while end - start >= 2:
             length = data[start + 1] & 0x7F
             header = 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4  # masked
@@ -233,17 +234,18 @@ class _FrameEcho(asyncio.BufferedProtocol):
             if end - start >= total:
                 start += total
                 continue
-            if total > len(data):  # a large frame: the rest goes straight into its buffer
-                if start:
-                    self.transport.write(bytes(data[:start]))
-                frame = self.spare if self.spare is not None and len(self.spare) == total else bytearray(total)
-                self.spare = None
-                frame[:end - start] = data[start:end]
-                self.frame, self.frame_filled, self.filled = frame, end - start, 0
-                return
+            if total > len(data):
+                large = total
             break
-        if start:
+        if start:  # the complete frames, together
             self.transport.write(bytes(data[:start]))
+        if large:  # the rest of it goes straight into a buffer of its own
+            frame = self.spare if self.spare is not None and len(self.spare) == large else bytearray(large)
+            self.spare = None
+            frame[:end - start] = data[start:end]
+            self.frame, self.frame_filled, self.filled = frame, end - start, 0
+            return
+        if start:
             data[:end - start] = data[start:end]
         self.filled = end - start
 
